@@ -1,0 +1,91 @@
+use super::*;
+use crate::pg::frame;
+
+#[test]
+fn ready_for_query_bytes() {
+    assert_eq!(
+        &ready_for_query(TransactionStatus::Idle)[..],
+        b"Z\0\0\0\x05I"
+    );
+    assert_eq!(
+        parse_ready_for_query(b"Z\0\0\0\x05T"),
+        Ok(TransactionStatus::InTransaction)
+    );
+    assert!(parse_ready_for_query(b"Z\0\0\0\x05X").is_err());
+    assert!(parse_ready_for_query(b"Z\0\0\0\x04").is_err());
+}
+
+#[test]
+fn error_response_round_trips_through_parser() {
+    let mut f = ErrorFields::new(Severity::Error, "53300", "sidepool: pool \"app\" timed out");
+    f.hint = Some("raise max_open");
+    let m = error_response(&f);
+    assert_eq!(
+        frame::check(&m, 1 << 16).unwrap().unwrap().total_len,
+        m.len()
+    );
+    let e = parse_error(&m).unwrap();
+    assert_eq!((e.severity.as_str(), e.code.as_str()), ("ERROR", "53300"));
+    assert_eq!(e.message, "sidepool: pool \"app\" timed out");
+}
+
+#[test]
+fn authentication_messages_decode() {
+    assert_eq!(
+        parse_authentication(&authentication_ok()),
+        Ok(Authentication::Ok)
+    );
+    assert_eq!(
+        parse_authentication(&authentication_md5([1, 2, 3, 4])),
+        Ok(Authentication::Md5 { salt: [1, 2, 3, 4] })
+    );
+    assert_eq!(
+        parse_authentication(&authentication_sasl("SCRAM-SHA-256")),
+        Ok(Authentication::Sasl {
+            mechanisms: vec!["SCRAM-SHA-256".into()]
+        })
+    );
+    assert_eq!(
+        parse_authentication(&authentication_sasl_continue(b"r=abc")),
+        Ok(Authentication::SaslContinue(Bytes::from_static(b"r=abc")))
+    );
+    assert_eq!(
+        parse_authentication(b"R\0\0\0\x08\0\0\0\x07"),
+        Ok(Authentication::Unsupported(7))
+    );
+    assert!(parse_authentication(b"R\0\0\0\x06\0\0").is_err());
+    assert!(
+        parse_authentication(b"R\0\0\0\x0a\0\0\0\x05\x01\x02").is_err(),
+        "short md5 salt"
+    );
+}
+
+#[test]
+fn parameter_status_and_key_data_decode() {
+    let m = parameter_status("TimeZone", "UTC");
+    assert_eq!(
+        parse_parameter_status(&m),
+        Ok(("TimeZone".into(), "UTC".into()))
+    );
+    let k = backend_key_data(7, -2);
+    assert_eq!(
+        parse_backend_key_data(&k),
+        Ok((7, Bytes::copy_from_slice(&(-2i32).to_be_bytes())))
+    );
+    assert!(parse_parameter_status(b"S\0\0\0\x06ab").is_err());
+}
+
+#[test]
+fn parsers_survive_random_bytes() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for _ in 0..20_000 {
+        let len = rng.gen_range(0..40);
+        let b: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+        let _ = parse_authentication(&b);
+        let _ = parse_error(&b);
+        let _ = parse_parameter_status(&b);
+        let _ = parse_backend_key_data(&b);
+        let _ = parse_ready_for_query(&b);
+    }
+}
