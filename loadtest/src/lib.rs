@@ -1,0 +1,12 @@
+//! `sidepool-loadtest`: throwaway database servers ([`testbed`]) for sidepool's integration
+//! tests and demos, and (in the binary) the load generator.
+//!
+//! Owns: starting real servers from installed binaries in temp dirs, on free ports, as the
+//! right system account, and cleaning them up. Must not: depend on the `sidepool` proxy crate,
+//! touch system clusters or fixed ports, or skip silently when binaries are missing (errors
+//! carry an install hint instead).
+
+pub mod error;
+pub mod testbed;
+
+pub use error::{ErrorKind, Result, TestbedError};

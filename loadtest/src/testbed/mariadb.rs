@@ -1,0 +1,444 @@
+//! Throwaway MariaDB servers: `mariadb-install-db` into a temp dir, `mariadbd` as our child on
+//! a free port, killed and removed on drop.
+//!
+//! Layout of one server's temp dir: `<dir>/my.cnf` (the only option file read:
+//! `--defaults-file`), `<dir>/mariadb.sock`, `<dir>/data/` with `mariadb.log`. As root,
+//! `mariadbd --user=root` runs as root; otherwise everything runs as us. A replica (to come:
+//! `server_id`/`log_bin` in `my.cnf`, then `CHANGE MASTER TO`) gets its own temp dir.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::free_port;
+use super::process::{RunAs, is_root, run, run_status};
+use crate::error::{INSTALL_HINT_MARIADB, Result, TestbedError};
+
+/// Environment variable naming a directory holding `mariadbd` and `mariadb-install-db`.
+pub const MARIADB_BIN_ENV: &str = "SIDEPOOL_MARIADB_BIN";
+/// Where Debian puts the server and the client tools.
+const SEARCH_DIRS: [&str; 4] = ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"];
+const SUPERUSER: &str = "root";
+/// `root@127.0.0.1`'s password; `root@localhost` (unix socket) has none.
+const SUPERUSER_PASSWORD: &str = "root";
+const LOG_FILE: &str = "mariadb.log";
+const START_ATTEMPTS: usize = 3;
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_POLL: Duration = Duration::from_millis(20);
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to set up a MariaDB server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MariaDbOptions {
+    /// `max_connections`. Default: 300.
+    pub max_connections: u32,
+    /// Extra `[mariadbd]` option lines for `my.cnf`, appended last.
+    pub extra_conf: Vec<String>,
+}
+
+impl Default for MariaDbOptions {
+    fn default() -> Self {
+        MariaDbOptions {
+            max_connections: 300,
+            extra_conf: Vec::new(),
+        }
+    }
+}
+
+/// A running throwaway MariaDB server on `127.0.0.1:<port>` and a unix socket in its temp dir.
+/// Dropping it kills the server and removes the temp dir. All methods block.
+#[derive(Debug)]
+pub struct MariaDbServer {
+    server_bin: PathBuf,
+    tool_dirs: Vec<PathBuf>,
+    run_as: RunAs,
+    as_root: bool,
+    data_dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    /// Last field: removed after `Drop::drop` has killed the server.
+    dir: TempDir,
+}
+
+impl MariaDbServer {
+    /// Initialises a data dir and starts `mariadbd` on a free port (retrying on another port if
+    /// the chosen one is taken first). Password logins use `mysql_native_password`.
+    ///
+    /// # Errors
+    /// [`TestbedError::BinariesNotFound`] (ending with an install hint) when the server is not
+    /// installed; `Command`, `Timeout` or `Io` when a step fails (start failures include the
+    /// server log's tail).
+    pub fn start(opts: &MariaDbOptions) -> Result<MariaDbServer> {
+        let (server_bin, install_db) = locate()?;
+        let mut tool_dirs: Vec<PathBuf> = [&server_bin, &install_db]
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        tool_dirs.dedup();
+        let run_as = RunAs::current();
+        let as_root = is_root()?;
+        let dir = super::temp_dir("sidepool-mariadb-", &run_as)?;
+        let data_dir = dir.path().join("data");
+        let mut server = MariaDbServer {
+            server_bin,
+            tool_dirs,
+            run_as,
+            as_root,
+            data_dir,
+            port: 0,
+            child: None,
+            dir,
+        };
+        server.install_db(&install_db)?;
+        for attempt in 1..=START_ATTEMPTS {
+            server.port = free_port();
+            server.write_conf(opts)?;
+            match server.spawn_and_wait_ready() {
+                Ok(()) => break,
+                Err(err) if attempt < START_ATTEMPTS && server.port_was_taken() => {
+                    server.kill_child();
+                    tracing::debug!(port = server.port, error = %err, "testbed port taken, retrying");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        tracing::info!(port = server.port, data_dir = %server.data_dir.display(), "testbed mariadb started");
+        server.sql(&format!(
+            "ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY {pw};\n\
+             ALTER USER 'root'@'::1' IDENTIFIED BY {pw};\n",
+            pw = quote_literal(SUPERUSER_PASSWORD)
+        ))?;
+        Ok(server)
+    }
+
+    /// [`MariaDbServer::start`], panicking with the error and its causes.
+    pub fn must_start(opts: &MariaDbOptions) -> MariaDbServer {
+        match Self::start(opts) {
+            Ok(server) => server,
+            Err(err) => panic!("starting a MariaDB testbed server: {}", err.report()),
+        }
+    }
+
+    fn install_db(&self, install_db: &Path) -> Result<()> {
+        let mut cmd = self.run_as.command(install_db, self.dir.path());
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", self.data_dir.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+        if self.as_root {
+            cmd.arg("--user=root");
+        }
+        run(cmd, None, INSTALL_TIMEOUT).map(drop)
+    }
+
+    fn write_conf(&self, opts: &MariaDbOptions) -> Result<()> {
+        let mut conf = String::from("[mariadbd]\n");
+        let settings = [
+            ("datadir", self.data_dir.display().to_string()),
+            ("socket", self.socket().display().to_string()),
+            ("port", self.port.to_string()),
+            ("bind-address", "127.0.0.1".into()),
+            (
+                "pid-file",
+                self.dir.path().join("mariadb.pid").display().to_string(),
+            ),
+            ("log-error", self.log_file().display().to_string()),
+            // Host names would make `user@host` matching depend on the machine's resolver.
+            ("skip-name-resolve", "1".into()),
+            ("max_connections", opts.max_connections.to_string()),
+            // A throwaway server: durability costs time and buys nothing.
+            ("innodb_buffer_pool_size", "32M".into()),
+            ("innodb_flush_log_at_trx_commit", "0".into()),
+            ("innodb_doublewrite", "0".into()),
+        ];
+        for (key, value) in settings {
+            let _ = writeln!(conf, "{key}={value}");
+        }
+        for line in &opts.extra_conf {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        fs::write(self.conf_file(), conf)?;
+        Ok(())
+    }
+
+    /// Spawns `mariadbd` and pings it over TCP until it answers or exits.
+    fn spawn_and_wait_ready(&mut self) -> Result<()> {
+        let mut cmd = self.run_as.command(&self.server_bin, self.dir.path());
+        cmd.arg(format!("--defaults-file={}", self.conf_file().display()));
+        if self.as_root {
+            cmd.arg("--user=root");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().map_err(|source| TestbedError::Spawn {
+            cmd: self.server_bin.display().to_string(),
+            source,
+        })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let exited = match self.child.as_mut() {
+                Some(child) => child.try_wait()?,
+                None => None,
+            };
+            if let Some(status) = exited {
+                self.child = None;
+                return Err(TestbedError::Command {
+                    cmd: format!("{} --defaults-file=…", self.server_bin.display()),
+                    status,
+                    stderr: format!(
+                        "exited during startup\n--- {LOG_FILE}:\n{}",
+                        self.log_tail(20)
+                    ),
+                });
+            }
+            let mut ping = self.tool_command("mariadb-admin");
+            ping.args(["--no-defaults", "-h", "127.0.0.1", "-u", SUPERUSER])
+                .args(["-P", &self.port.to_string(), "--connect-timeout=2", "ping"]);
+            if run_status(ping, None, Duration::from_secs(5))?.1.success() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(TestbedError::Timeout(
+                    format!("mariadbd to accept connections on 127.0.0.1:{}", self.port),
+                    READY_TIMEOUT,
+                ));
+            }
+            std::thread::sleep(READY_POLL);
+        }
+    }
+
+    fn port_was_taken(&self) -> bool {
+        let log = fs::read_to_string(self.log_file()).unwrap_or_default();
+        let last = log.rsplit("Starting MariaDB").next().unwrap_or_default();
+        last.contains("Address already in use") || last.contains("Do you already have another")
+    }
+
+    /// `"127.0.0.1"`.
+    pub fn host(&self) -> &str {
+        "127.0.0.1"
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `root`: passwordless over the unix socket, [`MariaDbServer::superuser_password`] over TCP.
+    pub fn superuser(&self) -> &str {
+        SUPERUSER
+    }
+
+    /// `root@127.0.0.1`'s password.
+    pub fn superuser_password(&self) -> &str {
+        SUPERUSER_PASSWORD
+    }
+
+    /// `CREATE USER 'name'@'%' IDENTIFIED BY 'password'` (`mysql_native_password`) with all
+    /// privileges on all databases (no grant option).
+    ///
+    /// # Errors
+    /// `Command` with the client's stderr (e.g. error 1396 when the user exists).
+    pub fn create_user(&self, name: &str, password: &str) -> Result<()> {
+        let account = format!("{}@'%'", quote_literal(name));
+        self.sql(&format!(
+            "CREATE USER {account} IDENTIFIED BY {};\nGRANT ALL PRIVILEGES ON *.* TO {account};\n",
+            quote_literal(password)
+        ))
+        .map(drop)
+    }
+
+    /// `CREATE DATABASE name`, with all privileges on it granted to `owner@'%'`.
+    ///
+    /// # Errors
+    /// `Command` with the client's stderr.
+    pub fn create_database(&self, name: &str, owner: &str) -> Result<()> {
+        self.sql(&format!(
+            "CREATE DATABASE {db};\nGRANT ALL PRIVILEGES ON {db}.* TO {}@'%';\n",
+            quote_literal(owner),
+            db = quote_ident(name)
+        ))
+        .map(drop)
+    }
+
+    /// Runs `sql` as root over the unix socket with the `mariadb` client in batch mode
+    /// (`-N -B`: tab-separated rows, no headers), stopping at the first error. Returns the
+    /// output without the final newline.
+    ///
+    /// # Errors
+    /// `Command` whose `stderr` holds the server's error (`ERROR 1146 (42S02) …`).
+    pub fn sql(&self, sql: &str) -> Result<String> {
+        let mut cmd = self.tool_command("mariadb");
+        cmd.arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket().display()))
+            .args(["-u", SUPERUSER, "-N", "-B"]);
+        let out = run(cmd, Some(sql), CLIENT_TIMEOUT)?;
+        Ok(out.strip_suffix('\n').unwrap_or(&out).to_owned())
+    }
+
+    /// How many connections `user` has open now, per `information_schema.PROCESSLIST` (the
+    /// asking session is not counted). Closed clients vanish asynchronously: poll.
+    ///
+    /// # Errors
+    /// `Command` if the client fails, `UnexpectedOutput` if the count does not parse.
+    pub fn connections_of(&self, user: &str) -> Result<usize> {
+        let out = self.sql(&format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE USER = {} AND ID <> CONNECTION_ID();",
+            quote_literal(user)
+        ))?;
+        out.trim()
+            .parse()
+            .map_err(|_| TestbedError::UnexpectedOutput {
+                what: format!("connection count of {user}"),
+                output: out,
+            })
+    }
+
+    /// `mysql://user:password@127.0.0.1:port/db`, percent-encoded (as `mysql_async` takes it).
+    pub fn dsn(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "mysql://{}:{}@{}:{}/{}",
+            percent_encode(user),
+            percent_encode(password),
+            self.host(),
+            self.port,
+            percent_encode(db)
+        )
+    }
+
+    /// `tool` (`mariadb`, `mariadb-admin`, `mariadb-dump`, …) from the server's installation.
+    pub fn bin(&self, tool: &str) -> PathBuf {
+        let found = self
+            .tool_dirs
+            .iter()
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file());
+        found.unwrap_or_else(|| PathBuf::from(tool))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The unix socket file.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("mariadb.sock")
+    }
+
+    /// The server's error log (in the data dir).
+    pub fn log_file(&self) -> PathBuf {
+        self.data_dir.join(LOG_FILE)
+    }
+
+    /// The last `lines` lines of the server log (empty if unreadable).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = fs::read_to_string(self.log_file()).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// SIGKILL, like PostgreSQL's immediate stop: nothing in a throwaway server is kept.
+    fn kill_child(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn conf_file(&self) -> PathBuf {
+        self.dir.path().join("my.cnf")
+    }
+
+    fn tool_command(&self, tool: &str) -> Command {
+        self.run_as.command(&self.bin(tool), self.dir.path())
+    }
+}
+
+impl Drop for MariaDbServer {
+    fn drop(&mut self) {
+        self.kill_child();
+        tracing::debug!(port = self.port, "testbed mariadb stopped");
+    }
+}
+
+/// `(mariadbd, mariadb-install-db)`: from `$SIDEPOOL_MARIADB_BIN` when set, else the first of
+/// the usual directories and `$PATH` holding each.
+fn locate() -> Result<(PathBuf, PathBuf)> {
+    let dirs: Vec<PathBuf> = match std::env::var_os(MARIADB_BIN_ENV).filter(|v| !v.is_empty()) {
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs: Vec<PathBuf> = SEARCH_DIRS.iter().map(PathBuf::from).collect();
+            dirs.extend(std::env::split_paths(&path));
+            dirs
+        }
+    };
+    find_pair(&dirs).ok_or_else(|| TestbedError::BinariesNotFound {
+        what: "MariaDB server binaries (mariadbd, mariadb-install-db)".into(),
+        looked_in: dirs,
+        hint: INSTALL_HINT_MARIADB.into(),
+    })
+}
+
+fn find_pair(dirs: &[PathBuf]) -> Option<(PathBuf, PathBuf)> {
+    let find = |tool: &str| dirs.iter().map(|d| d.join(tool)).find(|p| p.is_file());
+    Some((find("mariadbd")?, find("mariadb-install-db")?))
+}
+
+/// `'text'` with `\` and `'` backslash-escaped (MariaDB's default `sql_mode`).
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// `` `name` `` with embedded backticks doubled.
+fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// RFC 3986 percent-encoding of everything but unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_escapes_what_mariadb_needs() {
+        assert_eq!(quote_literal(r"it's\x"), r"'it\'s\\x'");
+        assert_eq!(quote_ident("we`ird"), "`we``ird`");
+        assert_eq!(percent_encode("p@ss w/ü"), "p%40ss%20w%2F%C3%BC");
+    }
+
+    #[test]
+    fn both_binaries_may_live_in_different_dirs() {
+        let root = tempfile::tempdir().unwrap();
+        let (sbin, bin) = (root.path().join("sbin"), root.path().join("bin"));
+        fs::create_dir_all(&sbin).unwrap();
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(sbin.join("mariadbd"), "").unwrap();
+        assert_eq!(find_pair(&[sbin.clone(), bin.clone()]), None);
+        fs::write(bin.join("mariadb-install-db"), "").unwrap();
+        assert_eq!(
+            find_pair(&[sbin.clone(), bin.clone()]),
+            Some((sbin.join("mariadbd"), bin.join("mariadb-install-db")))
+        );
+    }
+}
