@@ -1,0 +1,127 @@
+//! Errors of the proxy, each knowing its kind and which side is at fault.
+
+use bytes::Bytes;
+use sidepool_protocol::ProtocolError;
+use sidepool_protocol::pg::auth::AuthError;
+use sidepool_protocol::pg::backend::{ServerError, parse_error};
+use thiserror::Error;
+
+/// Who caused an error: decides what is logged at which level and whether a retry makes sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The application (bad bytes, wrong password, vanished mid-transaction).
+    Client,
+    /// The database server (unreachable, refused, crashed).
+    Server,
+    /// sidepool itself (limits, configuration).
+    Proxy,
+}
+
+/// Failure to open, authenticate or use a server connection.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    /// Connecting, reading or writing failed.
+    #[error("cannot reach backend {addr}: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server closed the connection.
+    #[error("backend {addr} closed the connection")]
+    Closed { addr: String },
+    /// The server answered with an ErrorResponse; `raw` is kept to forward as is.
+    #[error("backend refused: {} {}", .fields.code, .fields.message)]
+    Server { fields: ServerError, raw: Bytes },
+    /// The server sent bytes that break the protocol.
+    #[error("backend sent a malformed message")]
+    Protocol(#[from] ProtocolError),
+    /// SCRAM with the server failed (including a server signature that does not verify).
+    #[error("authentication with the backend failed")]
+    Auth(#[from] AuthError),
+    /// The server asks for a password and none is configured for the user.
+    #[error("backend asks for a password for user \"{user}\" and [[pools.users]] has none")]
+    NoPassword { user: String },
+    /// The server wants an auth method sidepool cannot answer.
+    #[error("backend asks for an unsupported authentication method ({what})")]
+    UnsupportedAuth { what: String },
+    /// The login sequence ended without BackendKeyData.
+    #[error("backend {addr} sent no BackendKeyData")]
+    NoBackendKey { addr: String },
+    /// Something arrived that has no place at that point of the exchange.
+    #[error("backend {addr} sent an unexpected {what}")]
+    Unexpected { addr: String, what: &'static str },
+}
+
+/// Coarse classes of [`BackendError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendErrorKind {
+    /// Network-level failure: the backend is down or unreachable.
+    Unreachable,
+    /// The server refused (bad database, auth failure, too many connections).
+    Refused,
+    /// Protocol violation.
+    Protocol,
+    /// sidepool is configured so it cannot log in.
+    Config,
+}
+
+impl BackendError {
+    /// Wraps a server ErrorResponse.
+    ///
+    /// # Errors
+    /// The ErrorResponse itself is malformed.
+    pub fn server(raw: Bytes) -> Result<Self, ProtocolError> {
+        Ok(Self::Server {
+            fields: parse_error(&raw)?,
+            raw,
+        })
+    }
+
+    /// The coarse class of this error.
+    pub fn kind(&self) -> BackendErrorKind {
+        match self {
+            Self::Io { .. } | Self::Closed { .. } => BackendErrorKind::Unreachable,
+            Self::Server { .. } | Self::Auth(_) => BackendErrorKind::Refused,
+            Self::Protocol(_) | Self::NoBackendKey { .. } | Self::Unexpected { .. } => {
+                BackendErrorKind::Protocol
+            }
+            Self::NoPassword { .. } | Self::UnsupportedAuth { .. } => BackendErrorKind::Config,
+        }
+    }
+
+    /// Which side is at fault.
+    pub fn side(&self) -> Side {
+        match self.kind() {
+            BackendErrorKind::Config => Side::Proxy,
+            _ => Side::Server,
+        }
+    }
+}
+
+/// Why a client session ended early.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// The client's socket failed.
+    #[error("client I/O failed")]
+    ClientIo(#[source] std::io::Error),
+    /// The client broke the protocol.
+    #[error("client sent a malformed message")]
+    ClientProtocol(#[source] ProtocolError),
+    /// The server side failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The client did not finish logging in in time.
+    #[error("client did not finish logging in within {0:?}")]
+    LoginTimeout(std::time::Duration),
+}
+
+impl SessionError {
+    /// Which side is at fault.
+    pub fn side(&self) -> Side {
+        match self {
+            Self::ClientIo(_) | Self::ClientProtocol(_) | Self::LoginTimeout(_) => Side::Client,
+            Self::Backend(e) => e.side(),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! sidepool: a database connection-pool sidecar.
+//!
+//! This crate owns the running process: listeners, client sessions, the relay, the mapping from
+//! `sidepool_config::Config` to pool settings, and shutdown. It is the only crate that depends
+//! on `config`, `protocol` and `pool` together (DESIGN §1); the wire codecs, the pool and the
+//! config schema live in those crates and must not learn about each other through this one.
+
+pub mod error;
+pub mod pg;
+pub mod server;
+pub mod session;
+pub mod settings;
+
+pub use server::{Server, StartError};

@@ -1,0 +1,65 @@
+//! PostgreSQL pools: one listener per `[[pools]]` entry with `protocol = "postgres"`.
+//!
+//! Stages (DESIGN §2): [`client`] logs the application in (startup, TLS refusal, auth against
+//! `[[pools.users]]`), [`relay`] checks a server connection out of the pool at the first message
+//! of a transaction (or of the session) and forwards bytes until the server is idle again,
+//! [`backend`] opens and logs in server connections, [`cancel`] routes CancelRequests.
+
+pub mod backend;
+pub mod cancel;
+pub mod client;
+pub mod errors;
+pub mod relay;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sidepool_config::{ClientAuth, PoolMode};
+use sidepool_pool::Pool;
+use sidepool_protocol::pg::auth::ScramSecret;
+
+use self::backend::PgConnector;
+use self::cancel::CancelRegistry;
+use crate::session::ClientInfo;
+
+/// The pool type of a PostgreSQL backend.
+pub type PgPool = Pool<PgConnector, Arc<ClientInfo>>;
+
+/// Parameters a server reports at login, in the order it sent them.
+pub type LoginParams = Arc<Vec<(String, String)>>;
+
+/// A configured user: the password sidepool checks clients against and logs in to servers with.
+#[derive(Debug)]
+pub struct PgUser {
+    /// The cleartext password (md5 and server logins need it).
+    pub password: String,
+    /// Its SCRAM verifier, computed once (4096 PBKDF2 rounds are too slow per login).
+    pub scram: ScramSecret,
+}
+
+/// Everything a PostgreSQL client session of one pool needs.
+#[derive(Debug)]
+pub struct PgService {
+    /// Pool name, for logs, metrics and client errors.
+    pub name: Arc<str>,
+    /// Session or transaction pooling.
+    pub mode: PoolMode,
+    /// How clients authenticate.
+    pub client_auth: ClientAuth,
+    /// Known users.
+    pub users: HashMap<String, PgUser>,
+    /// Key for the stand-in SCRAM secrets of unknown users, so they fail like a wrong password
+    /// after the same exchange (no user enumeration); picked at random at start.
+    pub mock_key: [u8; 32],
+    /// The primary's pool.
+    pub primary: PgPool,
+    /// `host:port` of the primary, for error messages.
+    pub primary_addr: String,
+    /// Session keys for CancelRequest routing.
+    pub cancels: Arc<CancelRegistry>,
+    /// Parameters the server reports at login, per key, so that logins in transaction mode need
+    /// no server connection once a key has been seen.
+    pub login_params: parking_lot::Mutex<HashMap<backend::ConnKey, LoginParams>>,
+    /// The `max_clients` limit, for the error text.
+    pub max_clients: u32,
+}

@@ -1,0 +1,316 @@
+//! Server connections: opening and authenticating a connection to PostgreSQL for the pool, and
+//! the small request/response exchanges the proxy runs itself (parameter sync, reset).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use sidepool_protocol::pg::auth::{self, ScramClient};
+use sidepool_protocol::pg::backend::{self as be, Authentication};
+use sidepool_protocol::pg::{TransactionStatus, frame, frontend, startup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::BackendError;
+
+/// Cap on a server message sidepool reads whole while it runs its own exchanges.
+const MAX_SERVER_MESSAGE: usize = 1 << 20;
+
+/// Which server connections are interchangeable: PostgreSQL logs a connection in as one user to
+/// one database for its whole life.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// Role name.
+    pub user: Arc<str>,
+    /// Database name.
+    pub database: Arc<str>,
+}
+
+/// Opens server connections for one backend of one pool.
+#[derive(Debug)]
+pub struct PgConnector {
+    /// `host:port` of the backend, resolved on every connect (DNS may move in Kubernetes).
+    pub addr: String,
+    /// Password per user name, for the server's auth request.
+    pub passwords: BTreeMap<String, String>,
+}
+
+impl sidepool_pool::Connector for PgConnector {
+    type Conn = ServerConn;
+    type Key = ConnKey;
+    type Error = BackendError;
+
+    async fn connect(&self, key: &ConnKey) -> Result<ServerConn, BackendError> {
+        ServerConn::connect(
+            &self.addr,
+            key,
+            self.passwords.get(&*key.user).map(String::as_str),
+        )
+        .await
+    }
+}
+
+/// The key a server gave us for cancelling its current query.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    /// Address the connection was made to.
+    pub addr: SocketAddr,
+    /// Server process id.
+    pub pid: i32,
+    /// Server secret.
+    pub secret: Bytes,
+}
+
+/// One authenticated server connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Current values of the session parameters the server reports (ParameterStatus), plus
+    /// those sidepool set itself.
+    pub params: BTreeMap<String, String>,
+    /// Values right after login: what `DISCARD ALL` (`RESET ALL`) returns to.
+    pub startup_params: BTreeMap<String, String>,
+    /// How to cancel this connection's running query.
+    pub cancel: CancelTarget,
+    /// Read buffer, kept with the connection so a checkout allocates nothing.
+    pub buf: BytesMut,
+}
+
+impl Drop for ServerConn {
+    fn drop(&mut self) {
+        // Say goodbye so the server does not log an unexpected EOF; best effort, never blocks.
+        let _ = self.stream.try_write(&frontend::terminate());
+    }
+}
+
+impl ServerConn {
+    /// Connects and logs in as `key.user` to `key.database`.
+    ///
+    /// # Errors
+    /// Unreachable address, an auth method sidepool cannot answer, a wrong password, or any
+    /// ErrorResponse the server sends during startup (kept whole for the client).
+    pub async fn connect(
+        addr: &str,
+        key: &ConnKey,
+        password: Option<&str>,
+    ) -> Result<ServerConn, BackendError> {
+        let io = |e| BackendError::Io {
+            addr: addr.to_owned(),
+            source: e,
+        };
+        let mut stream = TcpStream::connect(addr).await.map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        let peer = stream.peer_addr().map_err(io)?;
+        let mut conn = Handshake {
+            stream: &mut stream,
+            buf: BytesMut::with_capacity(1024),
+            addr,
+        };
+        let hello = startup::startup_message(&[("user", &key.user), ("database", &key.database)]);
+        conn.stream.write_all(&hello).await.map_err(io)?;
+        conn.authenticate(&key.user, password).await?;
+
+        let mut params = BTreeMap::new();
+        let mut cancel = None;
+        loop {
+            let msg = conn.next().await?;
+            match msg[0] {
+                be::tag::PARAMETER_STATUS => {
+                    let (k, v) = be::parse_parameter_status(&msg)?;
+                    params.insert(k, v);
+                }
+                be::tag::BACKEND_KEY_DATA => {
+                    let (pid, secret) = be::parse_backend_key_data(&msg)?;
+                    cancel = Some(CancelTarget {
+                        addr: peer,
+                        pid,
+                        secret,
+                    });
+                }
+                be::tag::READY_FOR_QUERY => break,
+                be::tag::ERROR_RESPONSE => return Err(BackendError::server(msg)?),
+                _ => {} // NoticeResponse and the like during startup
+            }
+        }
+        let cancel = cancel.ok_or(BackendError::NoBackendKey {
+            addr: addr.to_owned(),
+        })?;
+        if !conn.buf.is_empty() {
+            return Err(BackendError::Unexpected {
+                addr: addr.to_owned(),
+                what: "bytes after ReadyForQuery",
+            });
+        }
+        Ok(ServerConn {
+            stream,
+            startup_params: params.clone(),
+            params,
+            cancel,
+            buf: BytesMut::with_capacity(8 * 1024),
+        })
+    }
+
+    /// True when the idle socket shows the connection is gone (EOF) or the server said something
+    /// unasked (typically a FATAL before it closed). Cheap: one non-blocking read.
+    pub fn is_dead(&self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            Ok(_) => true,
+        }
+    }
+
+    /// Runs one simple-protocol statement sidepool needs itself (SET, ROLLBACK, DISCARD ALL)
+    /// and reads to ReadyForQuery, tracking reported parameters.
+    ///
+    /// # Errors
+    /// I/O failures, malformed replies, or an ErrorResponse to the statement.
+    pub async fn run(&mut self, sql: &str) -> Result<TransactionStatus, BackendError> {
+        let addr = self.cancel.addr.to_string();
+        let io = |e| BackendError::Io {
+            addr: addr.clone(),
+            source: e,
+        };
+        self.stream
+            .write_all(&frontend::query(sql))
+            .await
+            .map_err(io)?;
+        let mut reader = Handshake {
+            stream: &mut self.stream,
+            buf: BytesMut::new(),
+            addr: &addr,
+        };
+        let mut failure = None;
+        loop {
+            let msg = reader.next().await?;
+            match msg[0] {
+                be::tag::PARAMETER_STATUS => {
+                    let (k, v) = be::parse_parameter_status(&msg)?;
+                    self.params.insert(k, v);
+                }
+                be::tag::ERROR_RESPONSE => failure = Some(BackendError::server(msg)?),
+                be::tag::READY_FOR_QUERY => {
+                    let status = be::parse_ready_for_query(&msg)?;
+                    return match failure {
+                        Some(e) => Err(e),
+                        None => Ok(status),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Message reader for the exchanges sidepool runs itself (login, SET, ROLLBACK, DISCARD ALL).
+struct Handshake<'a> {
+    stream: &'a mut TcpStream,
+    buf: BytesMut,
+    addr: &'a str,
+}
+
+impl Handshake<'_> {
+    async fn next(&mut self) -> Result<Bytes, BackendError> {
+        loop {
+            if let Some(h) = frame::check(&self.buf, MAX_SERVER_MESSAGE)? {
+                return Ok(self.buf.split_to(h.total_len).freeze());
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| BackendError::Io {
+                    addr: self.addr.to_owned(),
+                    source: e,
+                })?;
+            if n == 0 {
+                return Err(BackendError::Closed {
+                    addr: self.addr.to_owned(),
+                });
+            }
+        }
+    }
+
+    async fn send(&mut self, msg: &[u8]) -> Result<(), BackendError> {
+        self.stream
+            .write_all(msg)
+            .await
+            .map_err(|e| BackendError::Io {
+                addr: self.addr.to_owned(),
+                source: e,
+            })
+    }
+
+    async fn authenticate(
+        &mut self,
+        user: &str,
+        password: Option<&str>,
+    ) -> Result<(), BackendError> {
+        let need_password = || BackendError::NoPassword {
+            user: user.to_owned(),
+        };
+        let mut scram: Option<ScramClient> = None;
+        loop {
+            let msg = self.next().await?;
+            if msg[0] == be::tag::ERROR_RESPONSE {
+                return Err(BackendError::server(msg)?);
+            }
+            if msg[0] != be::tag::AUTHENTICATION {
+                return Err(BackendError::Unexpected {
+                    addr: self.addr.to_owned(),
+                    what: "message during authentication",
+                });
+            }
+            match be::parse_authentication(&msg)? {
+                Authentication::Ok => return Ok(()),
+                Authentication::Cleartext => {
+                    let p = password.ok_or_else(need_password)?;
+                    self.send(&frontend::password_message(p.as_bytes())).await?;
+                }
+                Authentication::Md5 { salt } => {
+                    let p = password.ok_or_else(need_password)?;
+                    let response = auth::md5_response(user, p, salt);
+                    self.send(&frontend::password_message(response.as_bytes()))
+                        .await?;
+                }
+                Authentication::Sasl { mechanisms } => {
+                    if !mechanisms.iter().any(|m| m == auth::SCRAM_SHA_256) {
+                        return Err(BackendError::UnsupportedAuth {
+                            what: mechanisms.join(","),
+                        });
+                    }
+                    let p = password.ok_or_else(need_password)?;
+                    let (client, first) = ScramClient::new(p.as_bytes());
+                    scram = Some(client);
+                    self.send(&frontend::sasl_initial_response(
+                        auth::SCRAM_SHA_256,
+                        &first,
+                    ))
+                    .await?;
+                }
+                Authentication::SaslContinue(data) => {
+                    let client = scram.as_mut().ok_or(BackendError::Unexpected {
+                        addr: self.addr.to_owned(),
+                        what: "SASLContinue before SASL",
+                    })?;
+                    let reply = client.server_first(&data)?;
+                    self.send(&frontend::sasl_response(&reply)).await?;
+                }
+                Authentication::SaslFinal(data) => {
+                    let client = scram.take().ok_or(BackendError::Unexpected {
+                        addr: self.addr.to_owned(),
+                        what: "SASLFinal before SASL",
+                    })?;
+                    client.server_final(&data)?;
+                }
+                Authentication::Unsupported(code) => {
+                    return Err(BackendError::UnsupportedAuth {
+                        what: format!("method code {code}"),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Client login: startup packets, refusing TLS/GSS encryption (TLS comes with a later issue),
+//! CancelRequest, authentication against `[[pools.users]]`, and the login reply.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sidepool_config::{ClientAuth, PoolMode};
+use sidepool_protocol::pg::auth::{self, ScramServer};
+use sidepool_protocol::pg::backend::{self as be, Severity};
+use sidepool_protocol::pg::{TransactionStatus, frame, frontend, startup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{Instrument, debug, info, warn};
+
+use super::PgService;
+use super::backend::ConnKey;
+use super::errors::{self, INVALID_AUTHORIZATION, INVALID_PASSWORD, PROTOCOL_VIOLATION, error};
+use super::relay::Relay;
+use crate::error::SessionError;
+use crate::session::ClientInfo;
+
+/// How long a client may take from connecting to finishing authentication.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Startup parameters that are not session settings to replay on a server connection.
+const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
+
+/// Serves one accepted client connection to the end. `permit` is `None` when the pool's
+/// `max_clients` is exhausted: the client is told so once it has said hello.
+pub async fn serve(
+    svc: Arc<PgService>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(512);
+    let hello =
+        tokio::time::timeout(LOGIN_TIMEOUT, read_startup(&svc, &mut stream, &mut buf)).await;
+    let params = match hello {
+        Ok(Ok(Some(params))) => params,
+        Ok(Ok(None)) => return, // a cancel request, or the client went away
+        Ok(Err(e)) => {
+            debug!(error = %errors::chain(&e), "client startup failed");
+            return;
+        }
+        Err(_) => {
+            debug!("client sent no startup packet in time");
+            return;
+        }
+    };
+    if permit.is_none() {
+        let msg = format!(
+            "sidepool: too many client connections to pool \"{}\" (max_clients {})",
+            svc.name, svc.max_clients
+        );
+        let hint =
+            "raise [pools.limits] max_clients, or use fewer connections per application instance";
+        let _ = stream
+            .write_all(&error(
+                Severity::Fatal,
+                errors::TOO_MANY_CONNECTIONS,
+                &msg,
+                Some(hint),
+            ))
+            .await;
+        warn!(pool = %svc.name, client.addr = %addr, "client rejected: max_clients reached");
+        return;
+    }
+    let login = Login::new(&svc, addr, &params);
+    let Some(login) = login else {
+        let _ = stream
+            .write_all(&error(
+                Severity::Fatal,
+                INVALID_AUTHORIZATION,
+                "no PostgreSQL user name specified in startup packet",
+                None,
+            ))
+            .await;
+        return;
+    };
+    let span = tracing::info_span!("client", pool = %svc.name, client.addr = %addr, user = %login.info.user);
+    let result = async {
+        match tokio::time::timeout(
+            LOGIN_TIMEOUT,
+            authenticate(&svc, &mut stream, &mut buf, &login.info.user),
+        )
+        .await
+        {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(SessionError::LoginTimeout(LOGIN_TIMEOUT)),
+        }
+        debug!(database = %login.info.database, "client authenticated");
+        Relay::start(svc.clone(), stream, buf, login).await
+    };
+    if let Err(e) = result.instrument(span.clone()).await {
+        match e.side() {
+            crate::error::Side::Client => {
+                debug!(parent: &span, error = %errors::chain(&e), "client session ended")
+            }
+            _ => info!(parent: &span, error = %errors::chain(&e), "client session failed"),
+        }
+    }
+}
+
+/// Who logged in and what session settings they asked for.
+#[derive(Debug)]
+pub struct Login {
+    /// The client's identity, attached to its checkouts.
+    pub info: Arc<ClientInfo>,
+    /// Server connections it may use.
+    pub key: ConnKey,
+    /// Startup parameters to replay on whichever server connection serves it.
+    pub settings: BTreeMap<String, String>,
+}
+
+impl Login {
+    fn new(svc: &PgService, addr: SocketAddr, params: &[(String, String)]) -> Option<Login> {
+        let user = startup::StartupPacket::param(params, "user").filter(|u| !u.is_empty())?;
+        let database = startup::StartupPacket::param(params, "database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or(user);
+        let settings: BTreeMap<String, String> = params
+            .iter()
+            .filter(|(k, _)| !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with("_pq_."))
+            .cloned()
+            .collect();
+        let info = Arc::new(ClientInfo {
+            id: ClientInfo::next_id(),
+            pool: svc.name.clone(),
+            addr,
+            user: user.to_owned(),
+            database: database.to_owned(),
+            application_name: settings
+                .get("application_name")
+                .cloned()
+                .unwrap_or_default(),
+            connected_at: tokio::time::Instant::now(),
+        });
+        let key = ConnKey {
+            user: user.into(),
+            database: database.into(),
+        };
+        Some(Login {
+            info,
+            key,
+            settings,
+        })
+    }
+}
+
+async fn read_packet(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Bytes>, SessionError> {
+    loop {
+        if let Some(n) = startup::check(buf).map_err(SessionError::ClientProtocol)? {
+            return Ok(Some(buf.split_to(n).freeze()));
+        }
+        if stream.read_buf(buf).await.map_err(SessionError::ClientIo)? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// Reads startup packets until a StartupMessage; answers SSLRequest/GSSENCRequest with `N` and
+/// handles a CancelRequest (returns `None`).
+async fn read_startup(
+    svc: &PgService,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Vec<(String, String)>>, SessionError> {
+    loop {
+        let Some(packet) = read_packet(stream, buf).await? else {
+            return Ok(None);
+        };
+        let parsed = match startup::parse(&packet) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("sidepool: invalid startup packet: {e}");
+                let _ = stream
+                    .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, &msg, None))
+                    .await;
+                return Err(SessionError::ClientProtocol(e));
+            }
+        };
+        match parsed {
+            startup::StartupPacket::SslRequest | startup::StartupPacket::GssEncRequest => {
+                if !buf.is_empty() {
+                    // Bytes after an SSLRequest before our answer: a client trying to inject
+                    // plaintext into a TLS session (CVE-2021-23222 class). Refuse.
+                    return Err(SessionError::ClientProtocol(
+                        sidepool_protocol::ProtocolError::Malformed {
+                            what: "startup",
+                            why: "data after encryption request",
+                        },
+                    ));
+                }
+                stream
+                    .write_all(b"N")
+                    .await
+                    .map_err(SessionError::ClientIo)?;
+            }
+            startup::StartupPacket::Cancel { pid, secret } => {
+                svc.cancels.cancel(pid, &secret).await;
+                return Ok(None);
+            }
+            startup::StartupPacket::Startup { minor, params } => {
+                if minor > 0 {
+                    let unsupported: Vec<&str> = params
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("_pq_."))
+                        .map(|(k, _)| k.as_str())
+                        .collect();
+                    let msg = be::negotiate_protocol_version(&unsupported);
+                    stream
+                        .write_all(&msg)
+                        .await
+                        .map_err(SessionError::ClientIo)?;
+                }
+                return Ok(Some(params));
+            }
+        }
+    }
+}
+
+/// Reads one whole typed message during authentication.
+async fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Bytes>, SessionError> {
+    loop {
+        if let Some(h) = frame::check(buf, frontend::MAX_AUTH_MESSAGE_LEN)
+            .map_err(SessionError::ClientProtocol)?
+        {
+            return Ok(Some(buf.split_to(h.total_len).freeze()));
+        }
+        if stream.read_buf(buf).await.map_err(SessionError::ClientIo)? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// Runs the configured auth exchange. `Ok(false)`: the client failed or left (it was told).
+async fn authenticate(
+    svc: &PgService,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    user: &str,
+) -> Result<bool, SessionError> {
+    let known = svc.users.get(user);
+    let failed = format!("password authentication failed for user \"{user}\"");
+    let reject = |reason: &'static str| {
+        warn!(reason, "client authentication failed");
+        error(Severity::Fatal, INVALID_PASSWORD, &failed, None)
+    };
+    let ok = match svc.client_auth {
+        ClientAuth::Trust => true,
+        ClientAuth::Md5 => {
+            let salt = auth::random_md5_salt();
+            stream
+                .write_all(&be::authentication_md5(salt))
+                .await
+                .map_err(SessionError::ClientIo)?;
+            let Some(msg) = expect_password(stream, buf).await? else {
+                return Ok(false);
+            };
+            let response = frontend::parse_password(&msg).map_err(SessionError::ClientProtocol)?;
+            match known {
+                Some(u) if auth::md5_verify(user, &u.password, salt, response) => true,
+                Some(_) => {
+                    let _ = stream.write_all(&reject("wrong password")).await;
+                    return Ok(false);
+                }
+                None => {
+                    let _ = stream.write_all(&reject("unknown user")).await;
+                    return Ok(false);
+                }
+            }
+        }
+        ClientAuth::Password | ClientAuth::Native => {
+            let mock;
+            let secret = match known {
+                Some(u) => &u.scram,
+                None => {
+                    mock = auth::ScramSecret::mock(user, &svc.mock_key);
+                    &mock
+                }
+            };
+            stream
+                .write_all(&be::authentication_sasl(auth::SCRAM_SHA_256))
+                .await
+                .map_err(SessionError::ClientIo)?;
+            let Some(msg) = expect_password(stream, buf).await? else {
+                return Ok(false);
+            };
+            let (mechanism, data) = frontend::parse_sasl_initial_response(&msg)
+                .map_err(SessionError::ClientProtocol)?;
+            if mechanism != auth::SCRAM_SHA_256 {
+                let text = format!(
+                    "sidepool: unsupported SASL mechanism \"{mechanism}\"; use SCRAM-SHA-256"
+                );
+                let _ = stream
+                    .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, &text, None))
+                    .await;
+                return Ok(false);
+            }
+            let (server, first) = match ScramServer::start(secret, data) {
+                Ok(s) => s,
+                Err(e) => {
+                    let text = format!("sidepool: malformed SCRAM message: {e}");
+                    let _ = stream
+                        .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, &text, None))
+                        .await;
+                    return Ok(false);
+                }
+            };
+            stream
+                .write_all(&be::authentication_sasl_continue(&first))
+                .await
+                .map_err(SessionError::ClientIo)?;
+            let Some(msg) = expect_password(stream, buf).await? else {
+                return Ok(false);
+            };
+            match server.finish(frontend::sasl_response_data(&msg)) {
+                Ok(last) => {
+                    stream
+                        .write_all(&be::authentication_sasl_final(&last))
+                        .await
+                        .map_err(SessionError::ClientIo)?;
+                    true
+                }
+                Err(e) => {
+                    let _ = stream
+                        .write_all(&reject(if known.is_some() {
+                            "wrong password"
+                        } else {
+                            "unknown user"
+                        }))
+                        .await;
+                    debug!(error = %e, "SCRAM exchange failed");
+                    return Ok(false);
+                }
+            }
+        }
+    };
+    Ok(ok)
+}
+
+async fn expect_password(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Bytes>, SessionError> {
+    let Some(msg) = read_message(stream, buf).await? else {
+        return Ok(None);
+    };
+    if msg[0] != frontend::tag::PASSWORD {
+        let text = "sidepool: expected a password message during authentication";
+        let _ = stream
+            .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, text, None))
+            .await;
+        return Ok(None);
+    }
+    Ok(Some(msg))
+}
+
+/// The login reply after successful authentication: AuthenticationOk, the server's parameters,
+/// sidepool's BackendKeyData and ReadyForQuery.
+pub fn login_reply(params: &[(String, String)], pid: i32, secret: i32) -> BytesMut {
+    let mut out = BytesMut::with_capacity(512);
+    out.extend_from_slice(&be::authentication_ok());
+    for (k, v) in params {
+        out.extend_from_slice(&be::parameter_status(k, v));
+    }
+    out.extend_from_slice(&be::backend_key_data(pid, secret));
+    out.extend_from_slice(&be::ready_for_query(TransactionStatus::Idle));
+    out
+}
+
+/// True when the mode keeps one server connection for the whole session.
+pub fn holds_for_session(mode: PoolMode) -> bool {
+    matches!(mode, PoolMode::Session)
+}

@@ -1,0 +1,109 @@
+//! The errors sidepool itself sends to PostgreSQL clients (DESIGN §7): `sidepool:` prefix, a code
+//! the driver understands, pool name and counts, and what to do.
+
+use bytes::Bytes;
+use sidepool_pool::PoolError;
+use sidepool_protocol::pg::backend::{ErrorFields, Severity, error_response};
+
+use crate::error::BackendError;
+
+/// `too_many_connections`: pool exhausted, wait timeout, max_waiting, max_clients.
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
+/// `connection_failure`: backend unreachable.
+pub const CONNECTION_FAILURE: &str = "08006";
+/// `admin_shutdown`.
+pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// `invalid_password`.
+pub const INVALID_PASSWORD: &str = "28P01";
+/// `invalid_authorization_specification`.
+pub const INVALID_AUTHORIZATION: &str = "28000";
+/// `protocol_violation`.
+pub const PROTOCOL_VIOLATION: &str = "08P01";
+/// `feature_not_supported`.
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+
+/// Builds an ErrorResponse with a hint.
+pub fn error(severity: Severity, code: &str, message: &str, hint: Option<&str>) -> Bytes {
+    error_response(&ErrorFields {
+        hint,
+        ..ErrorFields::new(severity, code, message)
+    })
+}
+
+/// The ErrorResponse a client gets when checking out a server connection failed.
+pub fn checkout_failed(
+    pool: &str,
+    backend: &str,
+    severity: Severity,
+    e: &PoolError<BackendError>,
+) -> Bytes {
+    match e {
+        PoolError::WaitTimeout {
+            waited,
+            in_use,
+            max_open,
+            waiting,
+        } => error(
+            severity,
+            TOO_MANY_CONNECTIONS,
+            &format!(
+                "sidepool: pool \"{pool}\" had no free server connection within {waited:?} \
+                 ({in_use}/{max_open} in use, {waiting} waiting)"
+            ),
+            Some(
+                "raise [pools.limits] max_open or wait_timeout, or find the clients that hold connections",
+            ),
+        ),
+        PoolError::Rejected {
+            in_use,
+            max_open,
+            waiting,
+        } => error(
+            severity,
+            TOO_MANY_CONNECTIONS,
+            &format!(
+                "sidepool: pool \"{pool}\" has too many clients waiting \
+                 ({in_use}/{max_open} in use, {waiting} waiting)"
+            ),
+            Some("raise [pools.limits] max_waiting or max_open, or send fewer concurrent queries"),
+        ),
+        PoolError::Connect(BackendError::Server { raw, .. }) => raw.clone(),
+        PoolError::Connect(e) => error(
+            severity,
+            CONNECTION_FAILURE,
+            &format!(
+                "sidepool: cannot connect to backend {backend} of pool \"{pool}\": {}",
+                chain(e)
+            ),
+            Some("check that the database is up and reachable from this pod"),
+        ),
+        PoolError::ConnectTimeout(after) => error(
+            severity,
+            CONNECTION_FAILURE,
+            &format!(
+                "sidepool: connecting to backend {backend} of pool \"{pool}\" timed out after {after:?}"
+            ),
+            Some(
+                "check that the database is up and reachable, or raise [pools.limits] connect_timeout",
+            ),
+        ),
+        PoolError::Closed => error(
+            severity,
+            ADMIN_SHUTDOWN,
+            &format!("sidepool: pool \"{pool}\" is shutting down"),
+            None,
+        ),
+    }
+}
+
+/// An error and its causes on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

@@ -1,0 +1,175 @@
+//! Turns a validated `Config` into running listeners and pools, and shuts them down.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sidepool_config::{Config, PoolConfig, Protocol};
+use sidepool_protocol::pg::auth::ScramSecret;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::pg::backend::PgConnector;
+use crate::pg::cancel::CancelRegistry;
+use crate::pg::{PgPool, PgService, PgUser, client};
+use crate::settings::pool_settings;
+
+/// Why sidepool could not start serving.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("pool \"{pool}\": cannot listen on {addr}")]
+    Bind {
+        pool: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config asks for a protocol this build does not serve yet.
+    #[error(
+        "pool \"{pool}\": protocol \"{protocol}\" is not supported by this version of sidepool"
+    )]
+    Unsupported {
+        pool: String,
+        protocol: &'static str,
+    },
+}
+
+/// A running sidepool: listeners accepting, pools open.
+#[derive(Debug)]
+pub struct Server {
+    addrs: HashMap<String, SocketAddr>,
+    pools: Vec<(String, PgPool)>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Binds every pool's listener (all or nothing) and starts accepting.
+    ///
+    /// # Errors
+    /// A bind failure or an unsupported protocol; nothing is left listening.
+    pub async fn start(config: &Config) -> Result<Server, StartError> {
+        for p in &config.pools {
+            if p.protocol != Protocol::Postgres {
+                return Err(StartError::Unsupported {
+                    pool: p.name.clone(),
+                    protocol: p.protocol.as_str(),
+                });
+            }
+        }
+        let mut bound = Vec::new();
+        for p in &config.pools {
+            let listener =
+                TcpListener::bind(p.listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        pool: p.name.clone(),
+                        addr: p.listen,
+                        source,
+                    })?;
+            bound.push((p, listener));
+        }
+        let (stop, _) = watch::channel(false);
+        let cancels = Arc::new(CancelRegistry::default());
+        let mut server = Server {
+            addrs: HashMap::new(),
+            pools: Vec::new(),
+            stop,
+            tasks: JoinSet::new(),
+        };
+        for (p, listener) in bound {
+            let addr = listener.local_addr().unwrap_or(p.listen);
+            let svc = Arc::new(pg_service(p, cancels.clone()));
+            server.pools.push((p.name.clone(), svc.primary.clone()));
+            info!(pool = %p.name, listen = %addr, primary = %p.primary, mode = p.mode.as_str(), "pool listening");
+            server.addrs.insert(p.name.clone(), addr);
+            let permits = Arc::new(Semaphore::new(p.limits.max_clients as usize));
+            server
+                .tasks
+                .spawn(accept_loop(listener, svc, permits, server.stop.subscribe()));
+        }
+        Ok(server)
+    }
+
+    /// The address a pool's listener is bound to (useful with port 0).
+    pub fn local_addr(&self, pool: &str) -> Option<SocketAddr> {
+        self.addrs.get(pool).copied()
+    }
+
+    /// A statistics snapshot of a pool's primary backend.
+    pub fn pool_stats(&self, pool: &str) -> Option<sidepool_pool::Stats> {
+        self.pools
+            .iter()
+            .find(|(n, _)| n == pool)
+            .map(|(_, p)| p.stats())
+    }
+
+    /// Stops accepting and closes every pool. Sessions in flight end as their sockets close.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        for (_, pool) in &self.pools {
+            pool.close().await;
+        }
+    }
+}
+
+fn pg_service(p: &PoolConfig, cancels: Arc<CancelRegistry>) -> PgService {
+    let users: HashMap<String, PgUser> = p
+        .users
+        .iter()
+        .map(|u| {
+            let password = u.password.expose().to_owned();
+            let scram = ScramSecret::from_password(&password);
+            (u.name.clone(), PgUser { password, scram })
+        })
+        .collect();
+    let connector = PgConnector {
+        addr: p.primary.to_string(),
+        passwords: users
+            .iter()
+            .map(|(k, u)| (k.clone(), u.password.clone()))
+            .collect(),
+    };
+    PgService {
+        name: p.name.as_str().into(),
+        mode: p.mode,
+        client_auth: p.client_auth,
+        mock_key: rand::random(),
+        users,
+        primary: PgPool::new(connector, pool_settings(&p.limits)),
+        primary_addr: p.primary.to_string(),
+        cancels,
+        login_params: Default::default(),
+        max_clients: p.limits.max_clients,
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    svc: Arc<PgService>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let permit = permits.clone().try_acquire_owned().ok();
+                tokio::spawn(client::serve(svc.clone(), stream, addr, permit));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly instead of spinning.
+                warn!(pool = %svc.name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
