@@ -1,0 +1,37 @@
+# sidepool — the two commands of the README, and a few helpers.
+#   make demo   install what is missing, start a throwaway PostgreSQL, run sidepool in front of it
+#               with a short workload, and say where to look
+#   make test   install what is missing and run everything: fmt, clippy (warnings denied), tests
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all deps test fmt-check clippy unit demo build release clean
+
+all: test
+
+deps:
+	@bash scripts/install-deps.sh
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked --no-fail-fast
+
+test: deps fmt-check clippy unit
+
+build:
+	$(CARGO) build --workspace --locked
+
+release:
+	$(CARGO) build --release --locked -p sidepool -p sidepool-loadtest
+
+demo: deps release
+	@bash scripts/demo.sh
+
+clean:
+	$(CARGO) clean
