@@ -154,6 +154,10 @@ pub struct Limits {
     pub max_clients: u32,
     /// `connect_timeout`: opening one server connection, auth included; above 0. Default 5s.
     pub connect_timeout: Duration,
+    /// `prepared_statements_per_connection`: named statements sidepool keeps prepared on one
+    /// server connection in transaction mode before closing the least recently used; at
+    /// least 1. Default 200.
+    pub prepared_statements_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -168,6 +172,7 @@ impl Default for Limits {
             max_waiting: 1000,
             max_clients: 5000,
             connect_timeout: Duration::from_secs(5),
+            prepared_statements_per_connection: 200,
         }
     }
 }

@@ -100,6 +100,11 @@ fn write_pool(out: &mut String, p: &PoolConfig, secrets: SecretRendering) -> std
         l.max_waiting, l.max_clients
     )?;
     writeln!(out, "connect_timeout = {}", duration(l.connect_timeout))?;
+    writeln!(
+        out,
+        "prepared_statements_per_connection = {}",
+        l.prepared_statements_per_connection
+    )?;
 
     writeln!(out, "\n[pools.leaks]")?;
     writeln!(out, "threshold = {}", duration(p.leaks.threshold))?;

@@ -8,8 +8,11 @@
 pub mod backend;
 pub mod cancel;
 pub mod client;
+pub mod effects;
 pub mod errors;
 pub mod relay;
+pub mod replay;
+pub mod statements;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,4 +65,13 @@ pub struct PgService {
     pub login_params: parking_lot::Mutex<HashMap<backend::ConnKey, LoginParams>>,
     /// The `max_clients` limit, for the error text.
     pub max_clients: u32,
+    /// Server-side names of prepared statements, by content (transaction mode).
+    pub statement_names: statements::StatementNames,
+    /// Named statements kept prepared per server connection before the least recently used
+    /// is closed.
+    pub prepared_per_connection: usize,
+    /// Clients pinned to their server connection now (transaction mode).
+    pub pinned: std::sync::atomic::AtomicU64,
+    /// Clients ever pinned.
+    pub pins_total: std::sync::atomic::AtomicU64,
 }

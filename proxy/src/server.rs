@@ -146,6 +146,10 @@ fn pg_service(p: &PoolConfig, cancels: Arc<CancelRegistry>) -> PgService {
         cancels,
         login_params: Default::default(),
         max_clients: p.limits.max_clients,
+        statement_names: Default::default(),
+        prepared_per_connection: p.limits.prepared_statements_per_connection as usize,
+        pinned: Default::default(),
+        pins_total: Default::default(),
     }
 }
 

@@ -25,6 +25,7 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, s: Option<&Section<'_>>) -> Limits {
             "max_waiting",
             "max_clients",
             "connect_timeout",
+            "prepared_statements_per_connection",
         ],
     );
     let u32_of = |ctx: &mut Ctx<'_>, key, min| s.get(key).and_then(|f| f.u32(ctx, min));
@@ -86,6 +87,9 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, s: Option<&Section<'_>>) -> Limits {
     }
     if let Some(d) = s.get("connect_timeout").and_then(|f| positive(ctx, &f)) {
         limits.connect_timeout = d;
+    }
+    if let Some(n) = u32_of(ctx, "prepared_statements_per_connection", 1) {
+        limits.prepared_statements_per_connection = n;
     }
     limits
 }

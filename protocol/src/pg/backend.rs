@@ -20,6 +20,13 @@ pub mod tag {
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
     pub const NOTICE_RESPONSE: u8 = b'N';
     pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const NO_DATA: u8 = b'n';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const PORTAL_SUSPENDED: u8 = b's';
+    pub const ROW_DESCRIPTION: u8 = b'T';
     pub const PARAMETER_STATUS: u8 = b'S';
     pub const READY_FOR_QUERY: u8 = b'Z';
 }
@@ -190,6 +197,41 @@ pub fn negotiate_protocol_version(unsupported_options: &[&str]) -> Bytes {
         put_cstr(&mut b, o);
     }
     finish(b)
+}
+
+/// ParseComplete.
+pub fn parse_complete() -> Bytes {
+    Bytes::from_static(b"1\0\0\0\x04")
+}
+
+/// CloseComplete.
+pub fn close_complete() -> Bytes {
+    Bytes::from_static(b"3\0\0\0\x04")
+}
+
+/// Decodes a DataRow into its column values (`None` for SQL NULL).
+///
+/// # Errors
+/// Counts or lengths that run past the message.
+pub fn parse_data_row(msg: &[u8]) -> Result<Vec<Option<&[u8]>>> {
+    let bad = || malformed("DataRow", "column length");
+    let b = body(msg);
+    let (count, mut rest) = b.split_at_checked(2).ok_or_else(bad)?;
+    let count = u16::from_be_bytes([count[0], count[1]]) as usize;
+    let mut values = Vec::with_capacity(count.min(rest.len() / 4 + 1));
+    for _ in 0..count {
+        let (len, tail) = rest.split_at_checked(4).ok_or_else(bad)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        if len < 0 {
+            values.push(None);
+            rest = tail;
+        } else {
+            let (value, tail) = tail.split_at_checked(len as usize).ok_or_else(bad)?;
+            values.push(Some(value));
+            rest = tail;
+        }
+    }
+    Ok(values)
 }
 
 /// A decoded Authentication request from a server.

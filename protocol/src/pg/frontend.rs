@@ -123,6 +123,112 @@ pub fn sasl_response_data(msg: &[u8]) -> &[u8] {
     body(msg)
 }
 
+/// A Parse message split at its statement name: `rest` is everything after the name (query,
+/// parameter count and types), which identifies the statement's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseParts<'a> {
+    /// Statement name; empty for the unnamed statement.
+    pub name: &'a [u8],
+    /// Query text (NUL-terminated) and parameter types, as sent.
+    pub rest: &'a [u8],
+}
+
+/// Splits a whole Parse message.
+///
+/// # Errors
+/// A name that is not NUL-terminated, or no query after it.
+pub fn parse_parse(msg: &[u8]) -> Result<ParseParts<'_>> {
+    let (name, rest) = cstr(body(msg)).ok_or(ProtocolError::Malformed {
+        what: "Parse",
+        why: "statement name",
+    })?;
+    cstr(rest).ok_or(ProtocolError::Malformed {
+        what: "Parse",
+        why: "query",
+    })?;
+    Ok(ParseParts { name, rest })
+}
+
+/// Builds a Parse from a statement name and the content of another Parse.
+pub fn parse_message(name: &str, rest: &[u8]) -> Bytes {
+    let mut body = BytesMut::with_capacity(name.len() + 1 + rest.len());
+    put_cstr(&mut body, name);
+    body.put_slice(rest);
+    message(tag::PARSE, &body)
+}
+
+/// A Bind message split at its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindParts<'a> {
+    /// Destination portal; empty for the unnamed portal.
+    pub portal: &'a [u8],
+    /// Source statement; empty for the unnamed statement.
+    pub statement: &'a [u8],
+    /// Parameter formats, values and result formats, as sent.
+    pub rest: &'a [u8],
+}
+
+/// Splits a whole Bind message.
+///
+/// # Errors
+/// Portal or statement names that are not NUL-terminated.
+pub fn parse_bind(msg: &[u8]) -> Result<BindParts<'_>> {
+    let bad = |why| ProtocolError::Malformed { what: "Bind", why };
+    let (portal, rest) = cstr(body(msg)).ok_or(bad("portal name"))?;
+    let (statement, rest) = cstr(rest).ok_or(bad("statement name"))?;
+    Ok(BindParts {
+        portal,
+        statement,
+        rest,
+    })
+}
+
+/// Builds a Bind that reads from statement `statement` instead of the one in `parts`.
+pub fn bind_message(parts: &BindParts<'_>, statement: &str) -> Bytes {
+    let mut body =
+        BytesMut::with_capacity(parts.portal.len() + statement.len() + 2 + parts.rest.len());
+    body.put_slice(parts.portal);
+    body.put_u8(0);
+    put_cstr(&mut body, statement);
+    body.put_slice(parts.rest);
+    message(tag::BIND, &body)
+}
+
+/// What a Describe or Close names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// `S`: a prepared statement.
+    Statement(&'a [u8]),
+    /// `P`: a portal.
+    Portal(&'a [u8]),
+}
+
+/// Decodes a whole Describe or Close message.
+///
+/// # Errors
+/// A kind other than `S`/`P`, or a name that is not NUL-terminated.
+pub fn parse_target(msg: &[u8]) -> Result<Target<'_>> {
+    let bad = |why| ProtocolError::Malformed {
+        what: "Describe/Close",
+        why,
+    };
+    let (&kind, rest) = body(msg).split_first().ok_or(bad("kind"))?;
+    let (name, _) = cstr(rest).ok_or(bad("name"))?;
+    match kind {
+        b'S' => Ok(Target::Statement(name)),
+        b'P' => Ok(Target::Portal(name)),
+        _ => Err(bad("kind must be S or P")),
+    }
+}
+
+/// Builds a Describe (`tag::DESCRIBE`) or Close (`tag::CLOSE`) of a statement.
+pub fn statement_target(tag: u8, name: &str) -> Bytes {
+    let mut body = BytesMut::with_capacity(name.len() + 2);
+    body.put_u8(b'S');
+    put_cstr(&mut body, name);
+    message(tag, &body)
+}
+
 /// The SQL text of a Query or Parse message, lossily decoded, for logs and leak reports.
 /// `None` for other messages or malformed ones.
 pub fn statement_text(msg: &[u8]) -> Option<String> {

@@ -76,6 +76,8 @@ pub struct ServerConn {
     pub cancel: CancelTarget,
     /// Read buffer, kept with the connection so a checkout allocates nothing.
     pub buf: BytesMut,
+    /// Named statements prepared on this connection by sidepool (transaction mode).
+    pub prepared: super::statements::Prepared,
 }
 
 impl Drop for ServerConn {
@@ -149,6 +151,7 @@ impl ServerConn {
             params,
             cancel,
             buf: BytesMut::with_capacity(8 * 1024),
+            prepared: Default::default(),
         })
     }
 
@@ -168,6 +171,17 @@ impl ServerConn {
     /// # Errors
     /// I/O failures, malformed replies, or an ErrorResponse to the statement.
     pub async fn run(&mut self, sql: &str) -> Result<TransactionStatus, BackendError> {
+        self.run_returning(sql).await.map(|(status, _)| status)
+    }
+
+    /// Like [`ServerConn::run`], also returning the text values of the first row, if any.
+    ///
+    /// # Errors
+    /// As [`ServerConn::run`].
+    pub async fn run_returning(
+        &mut self,
+        sql: &str,
+    ) -> Result<(TransactionStatus, Vec<Option<String>>), BackendError> {
         let addr = self.cancel.addr.to_string();
         let io = |e| BackendError::Io {
             addr: addr.clone(),
@@ -182,7 +196,7 @@ impl ServerConn {
             buf: BytesMut::new(),
             addr: &addr,
         };
-        let mut failure = None;
+        let (mut failure, mut row) = (None, None);
         loop {
             let msg = reader.next().await?;
             match msg[0] {
@@ -190,12 +204,18 @@ impl ServerConn {
                     let (k, v) = be::parse_parameter_status(&msg)?;
                     self.params.insert(k, v);
                 }
+                be::tag::DATA_ROW if row.is_none() => {
+                    let values = be::parse_data_row(&msg)?;
+                    let text =
+                        |v: Option<&[u8]>| v.map(|b| String::from_utf8_lossy(b).into_owned());
+                    row = Some(values.into_iter().map(text).collect());
+                }
                 be::tag::ERROR_RESPONSE => failure = Some(BackendError::server(msg)?),
                 be::tag::READY_FOR_QUERY => {
                     let status = be::parse_ready_for_query(&msg)?;
                     return match failure {
                         Some(e) => Err(e),
-                        None => Ok(status),
+                        None => Ok((status, row.unwrap_or_default())),
                     };
                 }
                 _ => {}

@@ -116,8 +116,11 @@ pub struct Login {
     pub info: Arc<ClientInfo>,
     /// Server connections it may use.
     pub key: ConnKey,
-    /// Startup parameters to replay on whichever server connection serves it.
+    /// Settings to replay on whichever server connection serves it: the startup parameters
+    /// plus what the client changed since.
     pub settings: BTreeMap<String, String>,
+    /// The startup parameters alone (what `RESET ALL` returns to).
+    pub startup_settings: BTreeMap<String, String>,
 }
 
 impl Login {
@@ -150,6 +153,7 @@ impl Login {
         Some(Login {
             info,
             key,
+            startup_settings: settings.clone(),
             settings,
         })
     }

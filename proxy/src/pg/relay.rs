@@ -2,33 +2,45 @@
 //! one out at the first message of a transaction (transaction mode) or holding one for the whole
 //! session (session mode), and returning it when the server reports idle with nothing owed.
 //!
-//! Messages are framed as they pass ([`Scanner`]), never decoded and re-encoded: the relay reads
-//! only headers, plus whole `ReadyForQuery` and `ParameterStatus` messages from the server.
+//! Messages are framed as they pass ([`Scanner`]); bodies are copied, never decoded and
+//! re-encoded. Session mode reads only headers plus whole `ReadyForQuery`/`ParameterStatus`.
+//! Transaction mode also reads whole Parse, Bind, Describe, Close and Query messages from the
+//! client: it maps named prepared statements to server-side ones ([`super::statements`]),
+//! prepares them on demand, tracks `SET`s and pins clients whose state cannot move
+//! ([`super::effects`]), and keeps server responses in order with [`responses`].
+//!
 //! A server connection goes back to the pool only when all of these hold:
-//! - the client has no message on the server that still owes a ReadyForQuery (Query, Sync and
-//!   FunctionCall each owe one),
+//! - no response is outstanding (every Query, Sync and FunctionCall has had its ReadyForQuery),
 //! - the client sent nothing since its last Sync (an unsynced Parse/Bind lives on that server),
 //! - the last ReadyForQuery said `I` (no transaction block),
-//! - both directions are at a message boundary with nothing buffered.
+//! - the client is not pinned, and both directions are at a message boundary.
 
+pub mod responses;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use sidepool_config::PoolMode;
 use sidepool_pool::Pooled;
+use sidepool_protocol::pg::TransactionStatus;
 use sidepool_protocol::pg::backend::{self as be, Severity};
-use sidepool_protocol::pg::frame::{Scanner, Step};
-use sidepool_protocol::pg::{TransactionStatus, frontend};
+use sidepool_protocol::pg::frame::{Header, Scanner, Step};
+use sidepool_protocol::pg::frontend::{self as fe, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use self::responses::{Disposition, Expect, Pending, Responses};
 use super::PgService;
 use super::backend::{PgConnector, ServerConn};
 use super::cancel::Registration;
 use super::client::{Login, login_reply};
+use super::effects::{Effect, effects};
 use super::errors::{self, CONNECTION_FAILURE, PROTOCOL_VIOLATION, error};
+use super::replay;
+use super::statements::Statement;
 use crate::error::{BackendError, SessionError};
 use crate::session::ClientInfo;
 
@@ -36,25 +48,12 @@ use crate::session::ClientInfo;
 const MAX_MESSAGE: usize = 1 << 30;
 /// Cap on server messages the relay reads whole (ReadyForQuery, ParameterStatus).
 const MAX_WHOLE_SERVER: usize = 64 * 1024;
-/// Cap on client messages the relay reads whole (Terminate).
-const MAX_WHOLE_CLIENT: usize = 64;
 /// Budget for ROLLBACK / DISCARD ALL before a connection goes back to the pool.
 const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reused idle connections found dead at checkout before giving up.
 const DEAD_RETRIES: usize = 3;
 /// How much a peer may send us while we are still writing to it (see [`write_reading`]).
 const INBOX_CAP: usize = 64 << 20;
-
-/// Reported parameters a client may change with SET; tracked per client so they follow it to
-/// the next server connection.
-const TRACKED_REPORTED: &[&str] = &[
-    "application_name",
-    "client_encoding",
-    "DateStyle",
-    "IntervalStyle",
-    "TimeZone",
-    "standard_conforming_strings",
-];
 
 type Conn = Pooled<PgConnector, Arc<ClientInfo>>;
 
@@ -68,11 +67,37 @@ struct Attached {
     pending: bool,
     /// Status of the last ReadyForQuery.
     status: TransactionStatus,
+    /// Outstanding responses (transaction mode).
+    responses: Responses,
+    /// What to do with the rest of the server message being streamed.
+    current: Disposition,
+    /// Settings the client changed here, to read back before release.
+    dirty: Vec<String>,
+    /// The client ran RESET ALL / DISCARD ALL here.
+    reset_all: bool,
 }
 
 impl Attached {
+    fn new(conn: Conn) -> Self {
+        Attached {
+            conn,
+            scan: Scanner::new(),
+            owed: 0,
+            pending: false,
+            status: TransactionStatus::Idle,
+            responses: Responses::default(),
+            current: Disposition::Forward,
+            dirty: Vec::new(),
+            reset_all: false,
+        }
+    }
+
     fn quiet(&self) -> bool {
-        self.owed == 0 && !self.pending && self.scan.at_boundary() && self.conn.buf.is_empty()
+        self.owed == 0
+            && !self.pending
+            && self.responses.is_empty()
+            && self.scan.at_boundary()
+            && self.conn.buf.is_empty()
     }
 }
 
@@ -85,13 +110,26 @@ enum Event {
 pub(crate) struct Relay {
     svc: Arc<PgService>,
     client: TcpStream,
+    /// Bytes read from the client, not yet handled.
     buf: BytesMut,
+    /// Bytes for the server, written once per batch.
+    to_server: BytesMut,
+    /// Bytes for the client, written once per batch.
+    to_client: BytesMut,
     scan: Scanner,
     login: Login,
     cancel: Registration,
     server: Option<Attached>,
+    /// Transaction mode: statements are mapped, settings tracked, clients pinned.
+    mapping: bool,
+    /// The client's named statements.
+    statements: HashMap<Bytes, Statement>,
+    /// Why the client keeps its server connection, if it does (transaction mode).
+    pinned: Option<&'static str>,
     /// Dropping the client's messages up to the end of a cycle whose checkout failed.
     discarding: bool,
+    /// Dropping the rest of the client message being streamed.
+    dropping: bool,
     /// Client bytes arrived while writing to the client and await processing.
     client_inbox: bool,
     /// Server bytes arrived while writing to the server and await processing.
@@ -111,34 +149,49 @@ impl Relay {
     ) -> Result<(), SessionError> {
         let cancel = svc.cancels.register();
         let mut relay = Relay {
+            mapping: svc.mode == PoolMode::Transaction,
             svc,
             client,
             buf,
+            to_server: BytesMut::new(),
+            to_client: BytesMut::new(),
             scan: Scanner::new(),
             login,
             cancel,
             server: None,
+            statements: HashMap::new(),
+            pinned: None,
             discarding: false,
+            dropping: false,
             client_inbox: false,
             server_inbox: false,
         };
         let result = relay.run().await;
+        if relay.pinned.is_some() {
+            relay
+                .svc
+                .pinned
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Err(e) = &result {
-            if matches!(e, SessionError::Backend(_)) {
-                let msg = format!(
-                    "sidepool: lost the server connection of pool \"{}\": {}",
-                    relay.svc.name,
-                    errors::chain(e)
-                );
+            let (code, msg) = match e {
+                SessionError::ClientProtocol(p) => (
+                    PROTOCOL_VIOLATION,
+                    format!("sidepool: invalid message from client: {p}"),
+                ),
+                _ => (
+                    CONNECTION_FAILURE,
+                    format!(
+                        "sidepool: lost the server connection of pool \"{}\": {}",
+                        relay.svc.name,
+                        errors::chain(e)
+                    ),
+                ),
+            };
+            if !matches!(e, SessionError::ClientIo(_)) {
                 let _ = relay
                     .client
-                    .write_all(&error(Severity::Fatal, CONNECTION_FAILURE, &msg, None))
-                    .await;
-            } else if let SessionError::ClientProtocol(p) = e {
-                let msg = format!("sidepool: invalid message from client: {p}");
-                let _ = relay
-                    .client
-                    .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, &msg, None))
+                    .write_all(&error(Severity::Fatal, code, &msg, None))
                     .await;
             }
             // A server connection in an unknown state is closed, never returned.
@@ -210,7 +263,7 @@ impl Relay {
     async fn login_params(&mut self) -> Result<Vec<(String, String)>, Bytes> {
         let cached = self.svc.login_params.lock().get(&self.login.key).cloned();
         let base = match cached {
-            Some(base) if self.svc.mode == PoolMode::Transaction => base,
+            Some(base) if self.mapping => base,
             _ => {
                 self.attach(Severity::Fatal).await?;
                 let att = self.server.as_ref().map(|a| &a.conn.startup_params);
@@ -224,8 +277,8 @@ impl Relay {
                     .login_params
                     .lock()
                     .insert(self.login.key.clone(), base.clone());
-                if self.svc.mode == PoolMode::Transaction {
-                    self.detach();
+                if self.mapping {
+                    self.detach().await;
                 }
                 base
             }
@@ -262,7 +315,7 @@ impl Relay {
                 conn.discard();
                 continue;
             }
-            if let Err(e) = sync_settings(&mut conn, &self.login.settings).await {
+            if let Err(e) = replay::sync_settings(&mut conn, &self.login.settings).await {
                 return Err(match e {
                     BackendError::Server { fields, .. } => {
                         conn.release();
@@ -280,13 +333,7 @@ impl Relay {
                 });
             }
             self.cancel.slot.set(Some(conn.cancel.clone()));
-            self.server = Some(Attached {
-                conn,
-                scan: Scanner::new(),
-                owed: 0,
-                pending: false,
-                status: TransactionStatus::Idle,
-            });
+            self.server = Some(Attached::new(conn));
             return Ok(());
         }
         let msg = format!(
@@ -301,152 +348,419 @@ impl Relay {
         ))
     }
 
-    /// Returns the server connection to the pool (transaction mode, server idle).
-    fn detach(&mut self) {
-        if let Some(att) = self.server.take() {
-            self.cancel.slot.set(None);
-            att.conn.release();
+    /// Returns the server connection to the pool (transaction mode, server idle), after reading
+    /// back the settings the client changed on it.
+    async fn detach(&mut self) {
+        let Some(mut att) = self.server.take() else {
+            return;
+        };
+        self.cancel.slot.set(None);
+        if att.reset_all {
+            self.login.settings = self.login.startup_settings.clone();
+            att.conn.params = att.conn.startup_params.clone();
         }
+        if !att.dirty.is_empty() {
+            match replay::read_settings(&mut att.conn, &att.dirty).await {
+                Ok(values) => {
+                    for (k, v) in values {
+                        match v {
+                            Some(v) => {
+                                self.login.settings.insert(k.clone(), v.clone());
+                                att.conn.params.insert(k, v);
+                            }
+                            None => {
+                                self.login.settings.remove(&k);
+                                att.conn.params.remove(&k);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %errors::chain(&e), "reading back settings failed; closing the connection");
+                    att.conn.discard();
+                    return;
+                }
+            }
+        }
+        att.conn.release();
     }
 
     /// Handles bytes from the client. `Ok(false)`: the client said Terminate.
     async fn on_client(&mut self) -> Result<bool, SessionError> {
-        // Invariant: bytes are forwarded only while a server is attached, so `fwd > 0` implies
-        // `self.server.is_some()`, and dropping bytes happens only at `fwd == 0`.
-        let mut fwd = 0;
+        let mapping = self.mapping;
+        let wants_whole = |t: u8| {
+            t == fe::tag::TERMINATE
+                || (mapping
+                    && matches!(
+                        t,
+                        fe::tag::PARSE
+                            | fe::tag::BIND
+                            | fe::tag::DESCRIBE
+                            | fe::tag::CLOSE
+                            | fe::tag::QUERY
+                    ))
+        };
         loop {
             let step = self
                 .scan
-                .step(&self.buf[fwd..], MAX_MESSAGE, MAX_WHOLE_CLIENT, |t| {
-                    t == frontend::tag::TERMINATE
-                })
+                .step(&self.buf, MAX_MESSAGE, MAX_MESSAGE, wants_whole)
                 .map_err(SessionError::ClientProtocol)?;
-            match step {
+            let (header, len) = match step {
                 Step::NeedMore => break,
-                Step::Message(_) => {
-                    self.flush_to_server(fwd).await?;
-                    self.buf.clear();
-                    return Ok(false);
-                }
-                Step::Forward(n) if self.server.is_none() => self.buf.advance(n),
-                Step::Forward(n) => fwd += n,
-                Step::Started(h, n) => {
-                    if self.server.is_none() && !self.discarding {
-                        if let Some(answer) = answer_locally(h.tag) {
-                            // A lone Sync or Flush with no server: nothing is open anywhere.
-                            self.buf.advance(n);
-                            if let Some(reply) = answer {
-                                self.client
-                                    .write_all(&reply)
-                                    .await
-                                    .map_err(SessionError::ClientIo)?;
-                            }
-                            continue;
-                        }
-                        if let Err(reply) = self.attach(Severity::Error).await {
-                            self.client
-                                .write_all(&reply)
-                                .await
-                                .map_err(SessionError::ClientIo)?;
-                            self.discarding = true;
-                        }
+                Step::Forward(n) => {
+                    if !self.dropping {
+                        self.to_server.extend_from_slice(&self.buf[..n]);
                     }
-                    let Some(att) = self.server.as_mut() else {
-                        // Discarding: drop the message; at the cycle's end answer as the server
-                        // would after an error.
-                        self.buf.advance(n);
-                        if frontend::ends_cycle(h.tag) {
-                            self.discarding = false;
-                            let rfq = be::ready_for_query(TransactionStatus::Idle);
-                            self.client
-                                .write_all(&rfq)
-                                .await
-                                .map_err(SessionError::ClientIo)?;
-                        }
-                        continue;
-                    };
-                    if frontend::ends_cycle(h.tag) {
-                        att.owed += 1;
-                        att.pending = false;
-                    } else if !is_copy(h.tag) {
-                        att.pending = true;
-                    }
-                    fwd += n;
+                    self.buf.advance(n);
+                    continue;
                 }
+                Step::Started(h, n) => (h, n),
+                Step::Message(h) => (h, h.total_len),
+            };
+            let msg = self.buf.split_to(len).freeze();
+            if header.tag == fe::tag::TERMINATE {
+                self.flush_to_server().await?;
+                self.buf.clear();
+                return Ok(false);
             }
+            self.on_client_message(header, msg).await?;
         }
-        self.flush_to_server(fwd).await?;
+        self.flush_to_server().await?;
+        self.flush_synthetic().await?;
         Ok(true)
     }
 
-    async fn flush_to_server(&mut self, n: usize) -> Result<(), SessionError> {
-        if n == 0 {
+    /// One client message (whole, or the start of a streamed one).
+    async fn on_client_message(&mut self, h: Header, msg: Bytes) -> Result<(), SessionError> {
+        self.dropping = false;
+        if self.server.is_none() && !self.discarding {
+            if self.answer_without_server(h.tag, &msg)? {
+                self.dropping = true;
+                return self.flush_to_client().await;
+            }
+            if let Err(reply) = self.attach(Severity::Error).await {
+                self.to_client.extend_from_slice(&reply);
+                self.discarding = true;
+            }
+        }
+        let Some(att) = self.server.as_mut() else {
+            // Discarding: drop the message; at the cycle's end answer as the server would after
+            // an error.
+            self.dropping = true;
+            if fe::ends_cycle(h.tag) {
+                self.discarding = false;
+                self.to_client
+                    .extend_from_slice(&be::ready_for_query(TransactionStatus::Idle));
+            }
+            return self.flush_to_client().await;
+        };
+        if fe::ends_cycle(h.tag) {
+            att.owed += 1;
+            att.pending = false;
+        } else if !is_copy(h.tag) {
+            att.pending = true;
+        }
+        if !self.mapping {
+            self.to_server.extend_from_slice(&msg);
+            return Ok(());
+        }
+        self.map_message(h.tag, msg)
+            .map_err(SessionError::ClientProtocol)
+    }
+
+    /// Messages sidepool answers itself when no server connection is attached; `true` if it did.
+    /// Nothing is open anywhere then, so a Sync gets `ReadyForQuery 'I'`, a Flush nothing, and in
+    /// transaction mode a named Parse is only recorded (it is prepared on the server at first
+    /// use) and a statement Close forgets the statement. Answering these without a server is what
+    /// keeps `pgbench -M prepared` from stalling when every connection is busy.
+    fn answer_without_server(&mut self, tag: u8, msg: &[u8]) -> Result<bool, SessionError> {
+        match tag {
+            fe::tag::SYNC => self
+                .to_client
+                .extend_from_slice(&be::ready_for_query(TransactionStatus::Idle)),
+            fe::tag::FLUSH => {}
+            fe::tag::PARSE if self.mapping => {
+                let p = fe::parse_parse(msg).map_err(SessionError::ClientProtocol)?;
+                if p.name.is_empty() || self.note_effects(msg) {
+                    return Ok(false);
+                }
+                self.remember(p.name, p.rest);
+                self.to_client.extend_from_slice(&be::parse_complete());
+            }
+            fe::tag::CLOSE if self.mapping => {
+                match fe::parse_target(msg).map_err(SessionError::ClientProtocol)? {
+                    Target::Statement(name) if self.statements.remove(name).is_some() => {
+                        self.to_client.extend_from_slice(&be::close_complete());
+                    }
+                    _ => return Ok(false),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Records a client statement and returns it.
+    fn remember(&mut self, name: &[u8], content: &[u8]) -> Statement {
+        let stmt = Statement {
+            server_name: self.svc.statement_names.name_for(content),
+            content: Bytes::copy_from_slice(content),
+        };
+        self.statements
+            .insert(Bytes::copy_from_slice(name), stmt.clone());
+        stmt
+    }
+
+    /// Transaction mode: rewrites statement names, prepares on demand, and records the
+    /// response each message will get.
+    fn map_message(&mut self, tag: u8, msg: Bytes) -> Result<(), sidepool_protocol::ProtocolError> {
+        match tag {
+            fe::tag::PARSE => {
+                let p = fe::parse_parse(&msg)?;
+                self.note_effects(&msg);
+                if p.name.is_empty() {
+                    self.forward(msg, Some(Expect::Parse(None)));
+                    return Ok(());
+                }
+                let stmt = self.remember(p.name, p.rest);
+                let att = self.attached();
+                if att.conn.prepared.touch(&stmt.server_name) {
+                    att.responses.push(Pending::Synthetic(be::parse_complete()));
+                } else {
+                    self.prepare(&stmt, false);
+                }
+            }
+            fe::tag::BIND => {
+                let b = fe::parse_bind(&msg)?;
+                match self.statements.get(b.statement).cloned() {
+                    Some(stmt) => {
+                        self.ensure_prepared(&stmt);
+                        let rewritten = fe::bind_message(&b, &stmt.server_name);
+                        self.forward(rewritten, Some(Expect::Bind));
+                    }
+                    None => self.forward(msg, Some(Expect::Bind)),
+                }
+            }
+            fe::tag::DESCRIBE => match fe::parse_target(&msg)? {
+                Target::Statement(name) if self.statements.contains_key(name) => {
+                    let stmt = self.statements[name].clone();
+                    self.ensure_prepared(&stmt);
+                    self.forward(
+                        fe::statement_target(fe::tag::DESCRIBE, &stmt.server_name),
+                        Some(Expect::Describe),
+                    );
+                }
+                _ => self.forward(msg, Some(Expect::Describe)),
+            },
+            fe::tag::CLOSE => match fe::parse_target(&msg)? {
+                // The server-side statement stays for other clients; the LRU closes it.
+                Target::Statement(name) if self.statements.remove(name).is_some() => {
+                    self.attached()
+                        .responses
+                        .push(Pending::Synthetic(be::close_complete()));
+                }
+                _ => self.forward(msg, Some(Expect::Close(None))),
+            },
+            fe::tag::QUERY => {
+                self.note_effects(&msg);
+                self.forward(msg, Some(Expect::Ready));
+            }
+            fe::tag::SYNC | fe::tag::FUNCTION_CALL => self.forward(msg, Some(Expect::Ready)),
+            fe::tag::EXECUTE => self.forward(msg, Some(Expect::Execute)),
+            _ => self.forward(msg, None),
+        }
+        Ok(())
+    }
+
+    fn attached(&mut self) -> &mut Attached {
+        // map_message runs only with a server attached (on_client_message checked).
+        self.server
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("mapping without a server"))
+    }
+
+    fn forward(&mut self, msg: Bytes, expect: Option<Expect>) {
+        self.to_server.extend_from_slice(&msg);
+        if let Some(e) = expect {
+            self.attached().responses.push(Pending::Forward(e));
+        }
+    }
+
+    fn ensure_prepared(&mut self, stmt: &Statement) {
+        if !self.attached().conn.prepared.touch(&stmt.server_name) {
+            self.prepare(stmt, true);
+        }
+    }
+
+    /// Prepares `stmt` on the attached connection, closing the least recently used statement
+    /// first when the connection is at its limit. `hidden`: the client did not ask for this
+    /// Parse, so its ParseComplete is swallowed.
+    fn prepare(&mut self, stmt: &Statement, hidden: bool) {
+        let capacity = self.svc.prepared_per_connection;
+        let att = self
+            .server
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("prepare without a server"));
+        if let Some(victim) = att.conn.prepared.insert(stmt.server_name.clone(), capacity) {
+            self.to_server
+                .extend_from_slice(&fe::statement_target(fe::tag::CLOSE, &victim));
+            att.responses
+                .push(Pending::Hidden(Expect::Close(Some(victim))));
+        }
+        self.to_server
+            .extend_from_slice(&fe::parse_message(&stmt.server_name, &stmt.content));
+        let expect = Expect::Parse(Some(stmt.server_name.clone()));
+        att.responses.push(if hidden {
+            Pending::Hidden(expect)
+        } else {
+            Pending::Forward(expect)
+        });
+    }
+
+    /// Applies what a Query or Parse does to session state. Returns true if it pins.
+    fn note_effects(&mut self, msg: &[u8]) -> bool {
+        let Some(sql) = fe::statement_text(msg) else {
+            return false;
+        };
+        let mut pins = false;
+        for e in effects(&sql) {
+            match e {
+                Effect::Pin(reason) => {
+                    pins = true;
+                    if self.pinned.is_none() {
+                        self.pinned = Some(reason);
+                        self.svc
+                            .pinned
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.svc
+                            .pins_total
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let sql = truncate(&sql, 200);
+                        debug!(reason, sql, "client pinned to its server connection");
+                    }
+                }
+                Effect::Setting(name) => {
+                    if let Some(att) = self.server.as_mut().filter(|a| !a.dirty.contains(&name)) {
+                        att.dirty.push(name);
+                    }
+                }
+                Effect::ResetAll => {
+                    if let Some(att) = self.server.as_mut() {
+                        att.reset_all = true;
+                    }
+                }
+            }
+        }
+        pins
+    }
+
+    async fn flush_to_server(&mut self) -> Result<(), SessionError> {
+        if self.to_server.is_empty() {
             return Ok(());
         }
         let Some(att) = self.server.as_mut() else {
+            self.to_server.clear();
             return Ok(());
         };
         let ServerConn { stream, buf, .. } = &mut *att.conn;
-        self.server_inbox |= write_reading(stream, &self.buf[..n], buf)
+        self.server_inbox |= write_reading(stream, &self.to_server, buf)
             .await
             .map_err(|e| BackendError::Io {
                 addr: self.svc.primary_addr.clone(),
                 source: e,
             })?;
-        self.buf.advance(n);
+        self.to_server.clear();
         Ok(())
     }
 
-    /// Handles bytes from the server: forwards them, tracks ReadyForQuery and reported
+    /// Sends answers sidepool made that are now due (nothing outstanding before them).
+    async fn flush_synthetic(&mut self) -> Result<(), SessionError> {
+        if let Some(att) = self.server.as_mut() {
+            att.responses.take_ready_synthetic(&mut self.to_client);
+        }
+        self.flush_to_client().await?;
+        self.maybe_release().await;
+        Ok(())
+    }
+
+    async fn flush_to_client(&mut self) -> Result<(), SessionError> {
+        if self.to_client.is_empty() {
+            return Ok(());
+        }
+        self.client_inbox |= write_reading(&mut self.client, &self.to_client, &mut self.buf)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        self.to_client.clear();
+        Ok(())
+    }
+
+    /// Handles bytes from the server: forwards them (minus swallowed answers to sidepool's own
+    /// messages, plus sidepool's answers in their place), tracks ReadyForQuery and reported
     /// parameters, and releases the connection when the transaction is over.
     async fn on_server(&mut self) -> Result<(), SessionError> {
+        let mapping = self.mapping;
         let Some(att) = self.server.as_mut() else {
             return Ok(());
         };
-        let mut fwd = 0;
         loop {
             let step = att
                 .scan
-                .step(&att.conn.buf[fwd..], MAX_MESSAGE, MAX_WHOLE_SERVER, |t| {
+                .step(&att.conn.buf, MAX_MESSAGE, MAX_WHOLE_SERVER, |t| {
                     t == be::tag::READY_FOR_QUERY || t == be::tag::PARAMETER_STATUS
                 })
                 .map_err(BackendError::Protocol)?;
-            match step {
+            let (tag, len) = match step {
                 Step::NeedMore => break,
-                Step::Forward(n) | Step::Started(_, n) => fwd += n,
-                Step::Message(h) => {
-                    let msg = &att.conn.buf[fwd..fwd + h.total_len];
-                    if h.tag == be::tag::READY_FOR_QUERY {
-                        att.status =
-                            be::parse_ready_for_query(msg).map_err(BackendError::Protocol)?;
-                        att.owed = att.owed.saturating_sub(1);
-                    } else {
-                        let (k, v) =
-                            be::parse_parameter_status(msg).map_err(BackendError::Protocol)?;
-                        if TRACKED_REPORTED.contains(&k.as_str())
-                            || self.login.settings.contains_key(&k)
-                        {
-                            self.login.settings.insert(k.clone(), v.clone());
-                        }
-                        att.conn.params.insert(k, v);
+                Step::Forward(n) => {
+                    if att.current == Disposition::Forward {
+                        self.to_client.extend_from_slice(&att.conn.buf[..n]);
                     }
-                    fwd += h.total_len;
+                    att.conn.buf.advance(n);
+                    continue;
                 }
+                Step::Started(h, n) => (h.tag, n),
+                Step::Message(h) => (h.tag, h.total_len),
+            };
+            att.current = if mapping {
+                let conn: &mut ServerConn = &mut att.conn;
+                att.responses
+                    .on_server_message(tag, &mut self.to_client, &mut conn.prepared)
+            } else {
+                Disposition::Forward
+            };
+            let conn: &mut ServerConn = &mut att.conn;
+            let msg = &conn.buf[..len];
+            if tag == be::tag::READY_FOR_QUERY {
+                att.status = be::parse_ready_for_query(msg).map_err(BackendError::Protocol)?;
+                att.owed = att.owed.saturating_sub(1);
+            } else if tag == be::tag::PARAMETER_STATUS {
+                let (k, v) = be::parse_parameter_status(msg).map_err(BackendError::Protocol)?;
+                if replay::follows_client(&k) || self.login.settings.contains_key(&k) {
+                    self.login.settings.insert(k.clone(), v.clone());
+                }
+                conn.params.insert(k, v);
             }
+            if att.current == Disposition::Forward {
+                self.to_client.extend_from_slice(msg);
+            }
+            conn.buf.advance(len);
         }
-        self.client_inbox |= write_reading(&mut self.client, &att.conn.buf[..fwd], &mut self.buf)
-            .await
-            .map_err(SessionError::ClientIo)?;
-        att.conn.buf.advance(fwd);
+        self.flush_synthetic().await
+    }
+
+    /// Transaction mode: gives the server connection back once nothing ties the client to it.
+    async fn maybe_release(&mut self) {
+        let Some(att) = self.server.as_ref() else {
+            return;
+        };
         let idle = att.status == TransactionStatus::Idle && att.quiet() && self.scan.at_boundary();
-        if idle && self.svc.mode == PoolMode::Transaction {
-            self.detach();
+        if idle && self.mapping && self.pinned.is_none() && !self.client_inbox {
+            self.detach().await;
         }
-        Ok(())
     }
 
     /// The client is gone: clean the server connection (ROLLBACK, and DISCARD ALL in session
-    /// mode) and return it, or close it when its state is unknown.
+    /// mode or when pinned) and return it, or close it when its state is unknown.
     async fn finish(&mut self) -> Result<(), SessionError> {
         let Some(att) = self.server.take() else {
             return Ok(());
@@ -458,14 +772,16 @@ impl Relay {
             return Ok(());
         }
         let (mut conn, status) = (att.conn, att.status);
-        let session = self.svc.mode == PoolMode::Session;
+        let discard_all =
+            !self.mapping || self.pinned.is_some() || att.reset_all || !att.dirty.is_empty();
         let reset = async {
             if status != TransactionStatus::Idle {
                 debug!("client left inside a transaction; rolling it back");
                 conn.run("ROLLBACK").await?;
             }
-            if session {
+            if discard_all {
                 conn.params = conn.startup_params.clone();
+                conn.prepared.clear();
                 conn.run("DISCARD ALL").await?;
             }
             Ok::<_, BackendError>(())
@@ -517,50 +833,13 @@ async fn write_reading(
 fn is_copy(tag: u8) -> bool {
     matches!(
         tag,
-        frontend::tag::COPY_DATA | frontend::tag::COPY_DONE | frontend::tag::COPY_FAIL
+        fe::tag::COPY_DATA | fe::tag::COPY_DONE | fe::tag::COPY_FAIL
     )
 }
 
-/// Messages sidepool answers itself when no server connection is attached: `Some(reply)`.
-fn answer_locally(tag: u8) -> Option<Option<Bytes>> {
-    match tag {
-        frontend::tag::SYNC => Some(Some(be::ready_for_query(TransactionStatus::Idle))),
-        frontend::tag::FLUSH => Some(None),
-        _ => None,
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
-}
-
-/// Applies the client's session settings that differ on this server connection, in one
-/// round trip (`set_config` parses values as the startup packet would, lists included).
-async fn sync_settings(
-    conn: &mut ServerConn,
-    wanted: &std::collections::BTreeMap<String, String>,
-) -> Result<(), BackendError> {
-    let diff: Vec<(&String, &String)> = wanted
-        .iter()
-        .filter(|(k, v)| conn.params.get(*k) != Some(*v))
-        .collect();
-    if diff.is_empty() {
-        return Ok(());
-    }
-    let calls: Vec<String> = diff
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "pg_catalog.set_config({}, {}, false)",
-                literal(k),
-                literal(v)
-            )
-        })
-        .collect();
-    conn.run(&format!("SELECT {}", calls.join(", "))).await?;
-    for (k, v) in diff {
-        conn.params.insert(k.clone(), v.clone());
-    }
-    Ok(())
-}
-
-/// A SQL escape-string literal: correct whatever `standard_conforming_strings` is.
-fn literal(s: &str) -> String {
-    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }

@@ -89,3 +89,14 @@ fn parsers_survive_random_bytes() {
         let _ = parse_ready_for_query(&b);
     }
 }
+
+#[test]
+fn data_row_decodes_values_and_nulls() {
+    let row = b"D\0\0\0\x11\0\x02\0\0\0\x03abc\xff\xff\xff\xff";
+    assert_eq!(parse_data_row(row), Ok(vec![Some(&b"abc"[..]), None]));
+    assert!(parse_data_row(b"D\0\0\0\x0a\0\x01\0\0\0\x09ab").is_err());
+    assert!(
+        parse_data_row(b"D\0\0\0\x06\xff\xff").is_err(),
+        "count larger than the body"
+    );
+}

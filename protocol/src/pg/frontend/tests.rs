@@ -52,3 +52,38 @@ fn cycle_ending_messages() {
         assert!(!ends_cycle(t));
     }
 }
+
+#[test]
+fn parse_bind_describe_close_split_and_rebuild() {
+    let parse = parse_message("s1", b"SELECT $1\0\0\x01\0\0\0\x17");
+    let parts = parse_parse(&parse).unwrap();
+    assert_eq!(parts.name, b"s1");
+    assert_eq!(
+        parse_parse(&parse_message("sp7", parts.rest)).unwrap().rest,
+        parts.rest
+    );
+
+    let bind = b"B\0\0\0\x14p1\0s1\0\0\0\0\x01\0\0\0\0";
+    let b = parse_bind(bind).unwrap();
+    assert_eq!((b.portal, b.statement), (&b"p1"[..], &b"s1"[..]));
+    let rebuilt = bind_message(&b, "sidepool_3");
+    let again = parse_bind(&rebuilt).unwrap();
+    assert_eq!(
+        (again.portal, again.statement, again.rest),
+        (&b"p1"[..], &b"sidepool_3"[..], b.rest)
+    );
+    assert_eq!(
+        crate::pg::frame::check(&rebuilt, 1024)
+            .unwrap()
+            .unwrap()
+            .total_len,
+        rebuilt.len()
+    );
+
+    let d = statement_target(tag::DESCRIBE, "s1");
+    assert_eq!(parse_target(&d), Ok(Target::Statement(b"s1")));
+    assert_eq!(parse_target(b"C\0\0\0\x06P\0"), Ok(Target::Portal(b"")));
+    assert!(parse_target(b"C\0\0\0\x06X\0").is_err());
+    assert!(parse_bind(b"B\0\0\0\x06p1").is_err());
+    assert!(parse_parse(b"P\0\0\0\x07s1\0").is_err(), "no query");
+}
