@@ -197,6 +197,7 @@ fn options_reach_postgresql_conf() {
         auth: PgAuth::Trust,
         max_connections: 42,
         extra_conf: vec!["work_mem = '7MB'".into(), "shared_buffers = '16MB'".into()],
+        ..PgOptions::default()
     });
     let shown = pg
         .psql(

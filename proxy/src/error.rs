@@ -42,6 +42,9 @@ pub enum BackendError {
     /// The server asks for a password and none is configured for the user.
     #[error("backend asks for a password for user \"{user}\" and [[pools.users]] has none")]
     NoPassword { user: String },
+    /// TLS to the server failed or was refused.
+    #[error("TLS with the backend failed")]
+    Tls(#[from] crate::tls::TlsError),
     /// The server wants an auth method sidepool cannot answer.
     #[error("backend asks for an unsupported authentication method ({what})")]
     UnsupportedAuth { what: String },
@@ -82,7 +85,7 @@ impl BackendError {
     pub fn kind(&self) -> BackendErrorKind {
         match self {
             Self::Io { .. } | Self::Closed { .. } => BackendErrorKind::Unreachable,
-            Self::Server { .. } | Self::Auth(_) => BackendErrorKind::Refused,
+            Self::Server { .. } | Self::Auth(_) | Self::Tls(_) => BackendErrorKind::Refused,
             Self::Protocol(_) | Self::NoBackendKey { .. } | Self::Unexpected { .. } => {
                 BackendErrorKind::Protocol
             }
@@ -111,6 +114,9 @@ pub enum SessionError {
     /// The server side failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The TLS handshake with the client failed.
+    #[error("TLS with the client failed")]
+    Tls(#[from] crate::tls::TlsError),
     /// The client did not finish logging in in time.
     #[error("client did not finish logging in within {0:?}")]
     LoginTimeout(std::time::Duration),
@@ -120,7 +126,9 @@ impl SessionError {
     /// Which side is at fault.
     pub fn side(&self) -> Side {
         match self {
-            Self::ClientIo(_) | Self::ClientProtocol(_) | Self::LoginTimeout(_) => Side::Client,
+            Self::ClientIo(_) | Self::ClientProtocol(_) | Self::LoginTimeout(_) | Self::Tls(_) => {
+                Side::Client
+            }
             Self::Backend(e) => e.side(),
         }
     }

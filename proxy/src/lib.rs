@@ -6,9 +6,11 @@
 //! config schema live in those crates and must not learn about each other through this one.
 
 pub mod error;
+pub mod io;
 pub mod pg;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod tls;
 
 pub use server::{Server, StartError};

@@ -63,6 +63,8 @@ pub struct PgService {
     /// Parameters the server reports at login, per key, so that logins in transaction mode need
     /// no server connection once a key has been seen.
     pub login_params: parking_lot::Mutex<HashMap<backend::ConnKey, LoginParams>>,
+    /// TLS offered to clients (`[pools.tls] client_mode`).
+    pub client_tls: crate::tls::ClientTls,
     /// The `max_clients` limit, for the error text.
     pub max_clients: u32,
     /// Server-side names of prepared statements, by content (transaction mode).

@@ -16,6 +16,7 @@ use crate::pg::backend::PgConnector;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::{PgPool, PgService, PgUser, client};
 use crate::settings::pool_settings;
+use crate::tls::{ClientTls, ServerTls};
 
 /// Why sidepool could not start serving.
 #[derive(Debug, Error)]
@@ -27,6 +28,13 @@ pub enum StartError {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
+    },
+    /// TLS files could not be loaded.
+    #[error("pool \"{pool}\": TLS set-up failed")]
+    Tls {
+        pool: String,
+        #[source]
+        source: Box<crate::tls::TlsError>,
     },
     /// The config asks for a protocol this build does not serve yet.
     #[error(
@@ -83,7 +91,7 @@ impl Server {
         };
         for (p, listener) in bound {
             let addr = listener.local_addr().unwrap_or(p.listen);
-            let svc = Arc::new(pg_service(p, cancels.clone()));
+            let svc = Arc::new(pg_service(p, cancels.clone())?);
             server.pools.push((p.name.clone(), svc.primary.clone()));
             info!(pool = %p.name, listen = %addr, primary = %p.primary, mode = p.mode.as_str(), "pool listening");
             server.addrs.insert(p.name.clone(), addr);
@@ -118,7 +126,13 @@ impl Server {
     }
 }
 
-fn pg_service(p: &PoolConfig, cancels: Arc<CancelRegistry>) -> PgService {
+fn pg_service(p: &PoolConfig, cancels: Arc<CancelRegistry>) -> Result<PgService, StartError> {
+    let tls_error = |source| StartError::Tls {
+        pool: p.name.clone(),
+        source: Box::new(source),
+    };
+    let client_tls = ClientTls::from_config(p.tls.as_ref()).map_err(tls_error)?;
+    let server_tls = ServerTls::from_config(p.tls.as_ref(), &p.primary.host).map_err(tls_error)?;
     let users: HashMap<String, PgUser> = p
         .users
         .iter()
@@ -134,8 +148,10 @@ fn pg_service(p: &PoolConfig, cancels: Arc<CancelRegistry>) -> PgService {
             .iter()
             .map(|(k, u)| (k.clone(), u.password.clone()))
             .collect(),
+        tls: server_tls,
     };
-    PgService {
+    Ok(PgService {
+        client_tls,
         name: p.name.as_str().into(),
         mode: p.mode,
         client_auth: p.client_auth,
@@ -150,7 +166,7 @@ fn pg_service(p: &PoolConfig, cancels: Arc<CancelRegistry>) -> PgService {
         prepared_per_connection: p.limits.prepared_statements_per_connection as usize,
         pinned: Default::default(),
         pins_total: Default::default(),
-    }
+    })
 }
 
 async fn accept_loop(

@@ -9,7 +9,10 @@
 mod install;
 mod text;
 
+use std::fmt;
 use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,6 +36,9 @@ const SUPERUSER: &str = "postgres";
 /// Password given to [`SUPERUSER`] so it can also log in over TCP when auth is not trust.
 const SUPERUSER_PASSWORD: &str = "postgres";
 const LOG_FILE: &str = "postgres.log";
+/// Where [`PgOptions::tls`] material goes, in the data dir (PostgreSQL's default file names).
+const TLS_CERT_FILE: &str = "server.crt";
+const TLS_KEY_FILE: &str = "server.key";
 /// How many start attempts (each on a new free port) survive a port stolen between
 /// [`free_port`] and the server's bind.
 const START_ATTEMPTS: usize = 3;
@@ -88,6 +94,11 @@ pub struct PgOptions {
     pub max_connections: u32,
     /// Extra `postgresql.conf` lines, appended last so they override the testbed's settings.
     pub extra_conf: Vec<String>,
+    /// TLS over TCP: `Some` writes the certificate and key into the data dir and sets
+    /// `ssl = on`; clients may then choose TLS with an SSLRequest (`host` rules in
+    /// `pg_hba.conf` match both). Default: `None` (`ssl = off`: SSLRequest is answered `N`).
+    /// Set it with [`PgOptions::with_tls`].
+    pub tls: Option<PgTls>,
 }
 
 impl Default for PgOptions {
@@ -96,7 +107,40 @@ impl Default for PgOptions {
             auth: PgAuth::default(),
             max_connections: 300,
             extra_conf: Vec::new(),
+            tls: None,
         }
+    }
+}
+
+impl PgOptions {
+    /// These options with TLS on, serving `cert_pem` with `key_pem` (see [`PgTls`]).
+    pub fn with_tls(self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+        PgOptions {
+            tls: Some(PgTls {
+                cert_pem: cert_pem.into(),
+                key_pem: key_pem.into(),
+            }),
+            ..self
+        }
+    }
+}
+
+/// A server's TLS identity, written as `server.crt` and `server.key` (mode 0600, owned by the
+/// cluster's account, as PostgreSQL demands) into the data dir.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgTls {
+    /// Certificate chain, PEM, server certificate first.
+    pub cert_pem: String,
+    /// The certificate's private key, PEM (PKCS#8, RSA or EC), unencrypted.
+    pub key_pem: String,
+}
+
+impl fmt::Debug for PgTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgTls")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
     }
 }
 
@@ -180,6 +224,7 @@ impl PgServer {
         } else {
             START_ATTEMPTS
         };
+        self.write_tls_files(opts)?;
         for attempt in 1..=attempts {
             self.port = fixed_port.unwrap_or_else(free_port);
             self.write_conf(opts)?;
@@ -206,6 +251,14 @@ impl PgServer {
     fn write_conf(&self, opts: &PgOptions) -> Result<()> {
         let path = self.data_dir.join("postgresql.conf");
         let base = fs::read_to_string(&path)?;
+        let mut extra = Vec::new();
+        if opts.tls.is_some() {
+            extra.push("ssl = on".to_owned());
+            extra.push(format!("ssl_cert_file = {}", quote_literal(TLS_CERT_FILE)));
+            extra.push(format!("ssl_key_file = {}", quote_literal(TLS_KEY_FILE)));
+        }
+        // The caller's lines come last so they can still override ours.
+        extra.extend(opts.extra_conf.iter().cloned());
         let conf = render_conf(
             &base,
             &ConfSettings {
@@ -213,11 +266,32 @@ impl PgServer {
                 socket_dir: self.socket_dir(),
                 max_connections: opts.max_connections,
                 password_encryption: self.auth.password_encryption(),
-                extra: &opts.extra_conf,
+                extra: &extra,
             },
         );
         // Truncating the existing file keeps its owner (the service account).
         fs::write(&path, conf)?;
+        Ok(())
+    }
+
+    /// Writes [`PgOptions::tls`]'s certificate and key into the data dir (nothing without it).
+    /// The postmaster refuses a key file that others can read or that is not its own.
+    fn write_tls_files(&self, opts: &PgOptions) -> Result<()> {
+        let Some(tls) = &opts.tls else {
+            return Ok(());
+        };
+        for (name, pem) in [(TLS_CERT_FILE, &tls.cert_pem), (TLS_KEY_FILE, &tls.key_pem)] {
+            let path = self.data_dir.join(name);
+            // Created 0600 from the start: the key is never readable by others, not even briefly.
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(pem.as_bytes())?;
+            self.run_as.give(&path)?;
+        }
         Ok(())
     }
 
@@ -462,5 +536,92 @@ impl Drop for PgServer {
         self.stop_immediately();
         tracing::debug!(port = self.port, "testbed postgres stopped");
         // `dir` (TempDir) removes the whole tree when the fields drop, ignoring errors.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Self-signed (CA:TRUE) P-256 certificate for `localhost` and `127.0.0.1`, valid until 2126.
+    const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBmjCCAUGgAwIBAgIUeYWIjEEFBvgJsu0cCHvvGCWoZGYwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyMTIwMjUyOVoYDzIxMjYxMDI4
+MjAyNTI5WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAASONhU4XA4WCRnO6f8aQctYXEmJJ/W3jSFPeauGR5C5Up7TdGH4TCx8
+YvujRmAULACXdSHkJgg5eFFM0fPBf/Sao28wbTAdBgNVHQ4EFgQUC0Fb52ZbqBlM
+fMGabzUj3Kslu3wwHwYDVR0jBBgwFoAUC0Fb52ZbqBlMfMGabzUj3Kslu3wwDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwCgYIKoZI
+zj0EAwIDRwAwRAIgEojCyXhMAf0VgLqtapegnXUvow5fQcXAwjMBwJXgq6UCICnY
+KJH4nRdAzvdzE94mDHa9duOQKYFyaQtsD9tMNr1A
+-----END CERTIFICATE-----
+";
+    const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgYrGNBj+HRA2l44He
+XnryCSjVw57ZAYiqxnNwkvUu6JChRANCAASONhU4XA4WCRnO6f8aQctYXEmJJ/W3
+jSFPeauGR5C5Up7TdGH4TCx8YvujRmAULACXdSHkJgg5eFFM0fPBf/Sa
+-----END PRIVATE KEY-----
+";
+
+    /// psql over TCP with `conninfo` extras, running `sql`: `(success, stdout, stderr)`.
+    fn psql_tcp(pg: &PgServer, conninfo: &str, sql: &str) -> (bool, String, String) {
+        let mut cmd = pg.tool_command("psql");
+        cmd.args(["-X", "-q", "-A", "-t", "-c", sql, "-d"])
+            .arg(format!(
+                "host=localhost hostaddr=127.0.0.1 port={} user={} dbname=postgres {conninfo}",
+                pg.port(),
+                SUPERUSER
+            ));
+        let (_, status, stdout, stderr) =
+            run_status(cmd, None, PSQL_TIMEOUT).expect("running psql");
+        (status.success(), stdout.trim().to_owned(), stderr)
+    }
+
+    #[test]
+    fn tls_option_serves_the_given_certificate_over_tcp() {
+        let opts = PgOptions {
+            auth: PgAuth::Trust,
+            ..PgOptions::default()
+        }
+        .with_tls(CERT_PEM, KEY_PEM);
+        let pg = PgServer::must_start(&opts);
+        let key_mode = fs::metadata(pg.data_dir().join(TLS_KEY_FILE))
+            .expect("key file")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
+            0o600
+        );
+        // The certificate is its own root: verify-full only passes if the server presents it.
+        let root = pg.socket_dir().join("root.crt");
+        fs::write(&root, CERT_PEM).expect("writing root.crt");
+        pg.run_as.give(&root).expect("chown root.crt");
+        let conninfo = format!("sslmode=verify-full sslrootcert={}", root.display());
+        let (ok, out, err) = psql_tcp(
+            &pg,
+            &conninfo,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        );
+        assert!(ok, "psql with {conninfo} failed: {err}");
+        assert_eq!(out, "t");
+    }
+
+    #[test]
+    fn without_tls_option_the_server_refuses_tls() {
+        let pg = PgServer::must_start(&PgOptions {
+            auth: PgAuth::Trust,
+            ..PgOptions::default()
+        });
+        let (ok, _, err) = psql_tcp(&pg, "sslmode=require", "SELECT 1");
+        assert!(!ok, "sslmode=require succeeded against ssl = off");
+        assert!(err.contains("does not support SSL"), "psql said: {err}");
+    }
+
+    #[test]
+    fn pg_tls_debug_hides_the_key() {
+        let opts = PgOptions::default().with_tls(CERT_PEM, KEY_PEM);
+        let shown = format!("{opts:?}");
+        assert!(shown.contains("BEGIN CERTIFICATE"));
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
     }
 }

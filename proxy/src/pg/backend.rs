@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::BackendError;
+use crate::tls::{ServerTls, Stream};
 
 /// Cap on a server message sidepool reads whole while it runs its own exchanges.
 const MAX_SERVER_MESSAGE: usize = 1 << 20;
@@ -34,6 +35,8 @@ pub struct PgConnector {
     pub addr: String,
     /// Password per user name, for the server's auth request.
     pub passwords: BTreeMap<String, String>,
+    /// TLS to the server (`[pools.tls] server_mode`).
+    pub tls: ServerTls,
 }
 
 impl sidepool_pool::Connector for PgConnector {
@@ -42,12 +45,8 @@ impl sidepool_pool::Connector for PgConnector {
     type Error = BackendError;
 
     async fn connect(&self, key: &ConnKey) -> Result<ServerConn, BackendError> {
-        ServerConn::connect(
-            &self.addr,
-            key,
-            self.passwords.get(&*key.user).map(String::as_str),
-        )
-        .await
+        let password = self.passwords.get(&*key.user).map(String::as_str);
+        ServerConn::connect(&self.addr, &self.tls, key, password).await
     }
 }
 
@@ -66,7 +65,7 @@ pub struct CancelTarget {
 #[derive(Debug)]
 pub struct ServerConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Current values of the session parameters the server reports (ParameterStatus), plus
     /// those sidepool set itself.
     pub params: BTreeMap<String, String>,
@@ -83,7 +82,10 @@ pub struct ServerConn {
 impl Drop for ServerConn {
     fn drop(&mut self) {
         // Say goodbye so the server does not log an unexpected EOF; best effort, never blocks.
-        let _ = self.stream.try_write(&frontend::terminate());
+        // Over TLS nothing can be written without blocking; the server sees EOF instead.
+        if let Stream::Plain(tcp) = &self.stream {
+            let _ = tcp.try_write(&frontend::terminate());
+        }
     }
 }
 
@@ -95,6 +97,7 @@ impl ServerConn {
     /// ErrorResponse the server sends during startup (kept whole for the client).
     pub async fn connect(
         addr: &str,
+        tls: &ServerTls,
         key: &ConnKey,
         password: Option<&str>,
     ) -> Result<ServerConn, BackendError> {
@@ -102,9 +105,10 @@ impl ServerConn {
             addr: addr.to_owned(),
             source: e,
         };
-        let mut stream = TcpStream::connect(addr).await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        let peer = stream.peer_addr().map_err(io)?;
+        let tcp = TcpStream::connect(addr).await.map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let peer = tcp.peer_addr().map_err(io)?;
+        let mut stream = tls.connect(tcp).await?;
         let mut conn = Handshake {
             stream: &mut stream,
             buf: BytesMut::with_capacity(1024),
@@ -157,12 +161,8 @@ impl ServerConn {
 
     /// True when the idle socket shows the connection is gone (EOF) or the server said something
     /// unasked (typically a FATAL before it closed). Cheap: one non-blocking read.
-    pub fn is_dead(&self) -> bool {
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-            Ok(_) => true,
-        }
+    pub fn is_dead(&mut self) -> bool {
+        self.stream.is_dead()
     }
 
     /// Runs one simple-protocol statement sidepool needs itself (SET, ROLLBACK, DISCARD ALL)
@@ -226,7 +226,7 @@ impl ServerConn {
 
 /// Message reader for the exchanges sidepool runs itself (login, SET, ROLLBACK, DISCARD ALL).
 struct Handshake<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     buf: BytesMut,
     addr: &'a str,
 }

@@ -13,6 +13,8 @@ use sidepool_protocol::pg::backend::{self as be, Severity};
 use sidepool_protocol::pg::{TransactionStatus, frame, frontend, startup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::tls::Stream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, debug, info, warn};
 
@@ -33,17 +35,20 @@ const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
 /// `max_clients` is exhausted: the client is told so once it has said hello.
 pub async fn serve(
     svc: Arc<PgService>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     addr: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(512);
-    let hello =
-        tokio::time::timeout(LOGIN_TIMEOUT, read_startup(&svc, &mut stream, &mut buf)).await;
-    let params = match hello {
-        Ok(Ok(Some(params))) => params,
-        Ok(Ok(None)) => return, // a cancel request, or the client went away
+    let hello = tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        read_startup(&svc, Stream::Plain(tcp), &mut buf),
+    )
+    .await;
+    let (mut stream, params) = match hello {
+        Ok(Ok((stream, Some(params)))) => (stream, params),
+        Ok(Ok((_, None))) => return, // a cancel request, or the client went away
         Ok(Err(e)) => {
             debug!(error = %errors::chain(&e), "client startup failed");
             return;
@@ -53,6 +58,22 @@ pub async fn serve(
             return;
         }
     };
+    if svc.client_tls.requires_tls() && !stream.is_tls() {
+        let msg = format!(
+            "sidepool: pool \"{}\" accepts only TLS connections",
+            svc.name
+        );
+        let hint = "connect with sslmode=require (or verify-full)";
+        let _ = stream
+            .write_all(&error(
+                Severity::Fatal,
+                INVALID_AUTHORIZATION,
+                &msg,
+                Some(hint),
+            ))
+            .await;
+        return;
+    }
     if permit.is_none() {
         let msg = format!(
             "sidepool: too many client connections to pool \"{}\" (max_clients {})",
@@ -160,7 +181,7 @@ impl Login {
 }
 
 async fn read_packet(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> Result<Option<Bytes>, SessionError> {
     loop {
@@ -177,12 +198,12 @@ async fn read_packet(
 /// handles a CancelRequest (returns `None`).
 async fn read_startup(
     svc: &PgService,
-    stream: &mut TcpStream,
+    mut stream: Stream,
     buf: &mut BytesMut,
-) -> Result<Option<Vec<(String, String)>>, SessionError> {
+) -> Result<(Stream, Option<Vec<(String, String)>>), SessionError> {
     loop {
-        let Some(packet) = read_packet(stream, buf).await? else {
-            return Ok(None);
+        let Some(packet) = read_packet(&mut stream, buf).await? else {
+            return Ok((stream, None));
         };
         let parsed = match startup::parse(&packet) {
             Ok(p) => p,
@@ -206,14 +227,25 @@ async fn read_startup(
                         },
                     ));
                 }
-                stream
-                    .write_all(b"N")
-                    .await
-                    .map_err(SessionError::ClientIo)?;
+                let upgrade = matches!(parsed, startup::StartupPacket::SslRequest)
+                    && svc.client_tls.offers_tls();
+                match stream {
+                    Stream::Plain(mut tcp) if upgrade => {
+                        tcp.write_all(b"S").await.map_err(SessionError::ClientIo)?;
+                        stream = svc.client_tls.accept(tcp).await?;
+                    }
+                    mut other => {
+                        other
+                            .write_all(b"N")
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                        stream = other;
+                    }
+                }
             }
             startup::StartupPacket::Cancel { pid, secret } => {
                 svc.cancels.cancel(pid, &secret).await;
-                return Ok(None);
+                return Ok((stream, None));
             }
             startup::StartupPacket::Startup { minor, params } => {
                 if minor > 0 {
@@ -228,7 +260,7 @@ async fn read_startup(
                         .await
                         .map_err(SessionError::ClientIo)?;
                 }
-                return Ok(Some(params));
+                return Ok((stream, Some(params)));
             }
         }
     }
@@ -236,7 +268,7 @@ async fn read_startup(
 
 /// Reads one whole typed message during authentication.
 async fn read_message(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> Result<Option<Bytes>, SessionError> {
     loop {
@@ -254,7 +286,7 @@ async fn read_message(
 /// Runs the configured auth exchange. `Ok(false)`: the client failed or left (it was told).
 async fn authenticate(
     svc: &PgService,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     user: &str,
 ) -> Result<bool, SessionError> {
@@ -358,7 +390,7 @@ async fn authenticate(
 }
 
 async fn expect_password(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> Result<Option<Bytes>, SessionError> {
     let Some(msg) = read_message(stream, buf).await? else {

@@ -37,6 +37,8 @@ pub struct PoolSpec {
     pub client_auth: &'static str,
     /// Lines of `[pools.limits]`.
     pub limits: String,
+    /// Lines of `[pools.tls]`, if any.
+    pub tls: Option<String>,
 }
 
 impl PoolSpec {
@@ -45,6 +47,7 @@ impl PoolSpec {
             mode: "transaction",
             client_auth: "password",
             limits: limits.to_owned(),
+            tls: None,
         }
     }
     pub fn session(limits: &str) -> Self {
@@ -52,8 +55,14 @@ impl PoolSpec {
             mode: "session",
             client_auth: "password",
             limits: limits.to_owned(),
+            tls: None,
         }
     }
+    pub fn tls(mut self, lines: String) -> Self {
+        self.tls = Some(lines);
+        self
+    }
+
     pub fn auth(mut self, client_auth: &'static str) -> Self {
         self.client_auth = client_auth;
         self
@@ -83,6 +92,7 @@ client_auth = "{auth}"
 
 [pools.limits]
 {limits}
+{tls}
 
 [[pools.users]]
 name = "{USER}"
@@ -91,6 +101,11 @@ password = "{PASSWORD}"
         mode = spec.mode,
         auth = spec.client_auth,
         limits = spec.limits,
+        tls = spec
+            .tls
+            .as_ref()
+            .map(|t| format!("[pools.tls]\n{t}\n"))
+            .unwrap_or_default(),
     )
 }
 

@@ -1,0 +1,135 @@
+//! I/O helpers shared by the relays, generic over plaintext and TLS streams.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The most [`write_reading`] reads in one call to the stream.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Writes all of `data` to `stream` and flushes it, while reading whatever the same peer sends
+/// into `inbox` (never growing it past `cap` bytes). Returns whether anything was read.
+///
+/// A relay that only reads one side while it writes the other deadlocks when both peers write
+/// before they read (a pipelining client and a server answering it fill each other's socket
+/// buffers). Reading runs only while the write is blocked, on the same `&mut stream`, so it
+/// works for TLS streams, which cannot be split into independent halves.
+///
+/// A read error or EOF only stops the reading side: the caller sees it on its next read
+/// (EOF and TLS errors repeat). Empty `data` returns `Ok(false)` at once without flushing.
+///
+/// # Errors
+/// The write or flush failed (`WriteZero` if the stream accepts no bytes).
+///
+/// # Cancel safety
+/// Not cancel safe: dropped mid-way, an unknown prefix of `data` has been written. Bytes
+/// already read are in `inbox`.
+pub async fn write_reading<S>(
+    stream: &mut S,
+    data: &[u8],
+    inbox: &mut BytesMut,
+    cap: usize,
+) -> io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    if data.is_empty() {
+        return Ok(false);
+    }
+    let mut state = WriteReading {
+        written: 0,
+        got: false,
+        reading: true,
+    };
+    poll_fn(|cx| state.poll(Pin::new(&mut *stream), cx, data, inbox, cap)).await
+}
+
+/// Progress of one [`write_reading`] call, kept across polls.
+#[derive(Debug)]
+struct WriteReading {
+    written: usize,
+    got: bool,
+    reading: bool,
+}
+
+impl WriteReading {
+    fn poll<S>(
+        &mut self,
+        mut stream: Pin<&mut S>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        inbox: &mut BytesMut,
+        cap: usize,
+    ) -> Poll<io::Result<bool>>
+    where
+        S: AsyncRead + AsyncWrite + ?Sized,
+    {
+        loop {
+            if self.poll_write_all(stream.as_mut(), cx, data)?.is_ready() {
+                return Poll::Ready(Ok(self.got));
+            }
+            // The write is blocked, with our waker registered. Read until that also blocks;
+            // a read can unblock a TLS write (it may process the peer's key update), so try
+            // writing again after each one.
+            if !self.reading || inbox.len() >= cap {
+                return Poll::Pending;
+            }
+            match poll_read_into(stream.as_mut(), cx, inbox, cap) {
+                Poll::Ready(Ok(n)) if n > 0 => self.got = true,
+                Poll::Ready(_) => {
+                    self.reading = false;
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Writes the rest of `data`, then flushes (a TLS stream may hold records in its buffer).
+    fn poll_write_all<S>(
+        &mut self,
+        mut stream: Pin<&mut S>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<()>>
+    where
+        S: AsyncWrite + ?Sized,
+    {
+        while self.written < data.len() {
+            match ready!(stream.as_mut().poll_write(cx, &data[self.written..]))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => self.written += n,
+            }
+        }
+        stream.poll_flush(cx)
+    }
+}
+
+/// One read of at most `cap - inbox.len()` (and [`READ_CHUNK`]) bytes appended to `inbox`:
+/// the number read, 0 at EOF.
+fn poll_read_into<S>(
+    stream: Pin<&mut S>,
+    cx: &mut Context<'_>,
+    inbox: &mut BytesMut,
+    cap: usize,
+) -> Poll<io::Result<usize>>
+where
+    S: AsyncRead + ?Sized,
+{
+    let len = inbox.len();
+    let room = cap.saturating_sub(len).min(READ_CHUNK);
+    // Zero-filled rather than uninitialised spare capacity: this crate forbids unsafe.
+    inbox.resize(len + room, 0);
+    let mut buf = ReadBuf::new(&mut inbox[len..]);
+    let polled = stream.poll_read(cx, &mut buf);
+    let n = buf.filled().len();
+    inbox.truncate(len + n);
+    polled.map_ok(|()| n)
+}
+
+#[cfg(test)]
+mod tests;
