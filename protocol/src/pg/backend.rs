@@ -204,6 +204,13 @@ pub fn parse_complete() -> Bytes {
     Bytes::from_static(b"1\0\0\0\x04")
 }
 
+/// CommandComplete with a command tag such as `DEALLOCATE`.
+pub fn command_complete(command: &str) -> Bytes {
+    let mut b = start(tag::COMMAND_COMPLETE, command.len() + 1);
+    put_cstr(&mut b, command);
+    finish(b)
+}
+
 /// CloseComplete.
 pub fn close_complete() -> Bytes {
     Bytes::from_static(b"3\0\0\0\x04")

@@ -13,12 +13,19 @@ pub enum Effect {
     ResetAll,
     /// State that cannot move to another server connection: the client keeps this one.
     Pin(&'static str),
+    /// `DEALLOCATE ALL` / `DISCARD ALL`: every prepared statement of the session is gone.
+    DeallocateAll,
+    /// `DEALLOCATE name`.
+    Deallocate(String),
 }
 
 /// The effects of every statement in `sql`, in order.
 pub fn effects(sql: &str) -> Vec<Effect> {
     let mut out = Vec::new();
     for stmt in statements(sql) {
+        if stmt.len() >= 2 && stmt[0] == "discard" && stmt[1] == "all" {
+            out.push(Effect::DeallocateAll);
+        }
         if let Some(e) = effect(&stmt) {
             out.push(e);
         }
@@ -50,6 +57,13 @@ fn effect(words: &[String]) -> Option<Effect> {
             _ => None,
         },
         "discard" if w(1) == "all" => Some(Effect::ResetAll),
+        "deallocate" => match (w(1), w(2)) {
+            ("all", _) | ("prepare", "all") => Some(Effect::DeallocateAll),
+            ("prepare", name) | (name, _) if !name.is_empty() => {
+                Some(Effect::Deallocate(name.trim_matches('"').to_owned()))
+            }
+            _ => None,
+        },
         "create"
             if matches!(w(1), "temp" | "temporary")
                 || matches!((w(1), w(2)), ("global" | "local", "temp" | "temporary")) =>
@@ -190,7 +204,23 @@ mod tests {
             vec![]
         );
         assert_eq!(effects("RESET ALL"), vec![Effect::ResetAll]);
-        assert_eq!(effects("DISCARD ALL"), vec![Effect::ResetAll]);
+        assert_eq!(
+            effects("DISCARD ALL"),
+            vec![Effect::DeallocateAll, Effect::ResetAll]
+        );
+        assert_eq!(effects("DEALLOCATE ALL"), vec![Effect::DeallocateAll]);
+        assert_eq!(
+            effects("deallocate prepare all"),
+            vec![Effect::DeallocateAll]
+        );
+        assert_eq!(
+            effects("DEALLOCATE _pg3_7"),
+            vec![Effect::Deallocate("_pg3_7".into())]
+        );
+        assert_eq!(
+            effects("DEALLOCATE PREPARE \"Q1\""),
+            vec![Effect::Deallocate("Q1".into())]
+        );
     }
 
     #[test]

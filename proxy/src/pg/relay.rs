@@ -29,7 +29,6 @@ use sidepool_protocol::pg::backend::{self as be, Severity};
 use sidepool_protocol::pg::frame::{Header, Scanner, Step};
 use sidepool_protocol::pg::frontend::{self as fe, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::debug;
 
 use self::responses::{Disposition, Expect, Pending, Responses};
@@ -42,7 +41,9 @@ use super::errors::{self, CONNECTION_FAILURE, PROTOCOL_VIOLATION, error};
 use super::replay;
 use super::statements::Statement;
 use crate::error::{BackendError, SessionError};
+use crate::io::write_reading;
 use crate::session::ClientInfo;
+use crate::tls::Stream;
 
 /// PostgreSQL's own limit on a message (`PQ_LARGE_MESSAGE_LIMIT` is 1 GB).
 const MAX_MESSAGE: usize = 1 << 30;
@@ -52,7 +53,9 @@ const MAX_WHOLE_SERVER: usize = 64 * 1024;
 const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reused idle connections found dead at checkout before giving up.
 const DEAD_RETRIES: usize = 3;
-/// How much a peer may send us while we are still writing to it (see [`write_reading`]).
+/// How much a peer may send us while we are still writing to it (see [`write_reading`]): a
+/// relay that only reads one side while writing the other deadlocks when both peers write
+/// before they read.
 const INBOX_CAP: usize = 64 << 20;
 
 type Conn = Pooled<PgConnector, Arc<ClientInfo>>;
@@ -109,7 +112,7 @@ enum Event {
 /// One logged-in client.
 pub(crate) struct Relay {
     svc: Arc<PgService>,
-    client: TcpStream,
+    client: Stream,
     /// Bytes read from the client, not yet handled.
     buf: BytesMut,
     /// Bytes for the server, written once per batch.
@@ -143,7 +146,7 @@ impl Relay {
     /// Client or server I/O and protocol failures; the client has been told where it can be.
     pub async fn start(
         svc: Arc<PgService>,
-        client: TcpStream,
+        client: Stream,
         buf: BytesMut,
         login: Login,
     ) -> Result<(), SessionError> {
@@ -562,8 +565,17 @@ impl Relay {
                 _ => self.forward(msg, Some(Expect::Close(None))),
             },
             fe::tag::QUERY => {
-                self.note_effects(&msg);
-                self.forward(msg, Some(Expect::Ready));
+                if self.apply_effects(&msg, true).1 {
+                    let att = self.attached();
+                    // Answered here: no ReadyForQuery will come from the server for it.
+                    att.owed = att.owed.saturating_sub(1);
+                    let mut answer = BytesMut::new();
+                    answer.extend_from_slice(&be::command_complete("DEALLOCATE"));
+                    answer.extend_from_slice(&be::ready_for_query(att.status));
+                    att.responses.push(Pending::Synthetic(answer.freeze()));
+                } else {
+                    self.forward(msg, Some(Expect::Ready));
+                }
             }
             fe::tag::SYNC | fe::tag::FUNCTION_CALL => self.forward(msg, Some(Expect::Ready)),
             fe::tag::EXECUTE => self.forward(msg, Some(Expect::Execute)),
@@ -607,6 +619,7 @@ impl Relay {
             att.responses
                 .push(Pending::Hidden(Expect::Close(Some(victim))));
         }
+        tracing::trace!(statement = %stmt.server_name, hidden, server.pid = att.conn.cancel.pid, "preparing");
         self.to_server
             .extend_from_slice(&fe::parse_message(&stmt.server_name, &stmt.content));
         let expect = Expect::Parse(Some(stmt.server_name.clone()));
@@ -619,11 +632,20 @@ impl Relay {
 
     /// Applies what a Query or Parse does to session state. Returns true if it pins.
     fn note_effects(&mut self, msg: &[u8]) -> bool {
+        self.apply_effects(msg, false).0
+    }
+
+    /// Applies what a Query (`query = true`) or Parse does to session state. Returns whether it
+    /// pins, and whether it is a lone `DEALLOCATE` of one of the client's mapped statements,
+    /// which sidepool answers itself (the server knows that statement under another name).
+    fn apply_effects(&mut self, msg: &[u8], query: bool) -> (bool, bool) {
         let Some(sql) = fe::statement_text(msg) else {
-            return false;
+            return (false, false);
         };
-        let mut pins = false;
-        for e in effects(&sql) {
+        let (mut pins, mut answered) = (false, false);
+        let found = effects(&sql);
+        let lone = found.len() == 1 && !sql.trim().trim_end_matches(';').contains(';');
+        for e in found {
             match e {
                 Effect::Pin(reason) => {
                     pins = true;
@@ -649,9 +671,21 @@ impl Relay {
                         att.reset_all = true;
                     }
                 }
+                // Only a Query runs now; a prepared DEALLOCATE takes effect at Execute, and
+                // forgetting statements early would re-Parse names that still exist.
+                Effect::DeallocateAll if query => {
+                    self.statements.clear();
+                    if let Some(att) = self.server.as_mut() {
+                        att.conn.prepared.clear();
+                    }
+                }
+                Effect::Deallocate(name) if query && lone => {
+                    answered = self.statements.remove(name.as_bytes()).is_some();
+                }
+                Effect::DeallocateAll | Effect::Deallocate(_) => {}
             }
         }
-        pins
+        (pins, answered)
     }
 
     async fn flush_to_server(&mut self) -> Result<(), SessionError> {
@@ -663,7 +697,7 @@ impl Relay {
             return Ok(());
         };
         let ServerConn { stream, buf, .. } = &mut *att.conn;
-        self.server_inbox |= write_reading(stream, &self.to_server, buf)
+        self.server_inbox |= write_reading(stream, &self.to_server, buf, INBOX_CAP)
             .await
             .map_err(|e| BackendError::Io {
                 addr: self.svc.primary_addr.clone(),
@@ -687,9 +721,10 @@ impl Relay {
         if self.to_client.is_empty() {
             return Ok(());
         }
-        self.client_inbox |= write_reading(&mut self.client, &self.to_client, &mut self.buf)
-            .await
-            .map_err(SessionError::ClientIo)?;
+        self.client_inbox |=
+            write_reading(&mut self.client, &self.to_client, &mut self.buf, INBOX_CAP)
+                .await
+                .map_err(SessionError::ClientIo)?;
         self.to_client.clear();
         Ok(())
     }
@@ -796,37 +831,6 @@ impl Relay {
         }
         Ok(())
     }
-}
-
-/// Writes all of `data` to `stream` while reading whatever the same peer sends into `inbox`
-/// (up to [`INBOX_CAP`]). A relay that only reads one side while it writes the other deadlocks
-/// when both peers write before they read (a pipelining client and a server answering it fill
-/// each other's socket buffers). Returns whether anything was read into `inbox`; a read error
-/// or EOF here only stops the side reading, and the main loop sees it on its next read.
-async fn write_reading(
-    stream: &mut TcpStream,
-    data: &[u8],
-    inbox: &mut BytesMut,
-) -> std::io::Result<bool> {
-    if data.is_empty() {
-        return Ok(false);
-    }
-    let (mut reader, mut writer) = stream.split();
-    let (mut off, mut got, mut reading) = (0, false, true);
-    while off < data.len() {
-        tokio::select! {
-            biased;
-            n = writer.write(&data[off..]) => match n? {
-                0 => return Err(std::io::ErrorKind::WriteZero.into()),
-                n => off += n,
-            },
-            n = reader.read_buf(inbox), if reading && inbox.len() < INBOX_CAP => match n {
-                Ok(n) if n > 0 => got = true,
-                _ => reading = false,
-            },
-        }
-    }
-    Ok(got)
 }
 
 /// CopyData, CopyDone and CopyFail continue the cycle of the statement that started COPY.

@@ -147,6 +147,7 @@ impl Responses {
 
 /// Server-side effects that did not happen because the message failed or was skipped.
 fn undo(e: &Expect, prepared: &mut Prepared) {
+    tracing::trace!(expect = ?e, "response not coming after an error; effect undone");
     match e {
         Expect::Parse(Some(name)) => prepared.remove(name),
         // The eviction Close did not run: the statement is still there.
