@@ -51,6 +51,7 @@ pub enum StartError {
 pub struct Server {
     addrs: HashMap<String, SocketAddr>,
     pools: Vec<(String, PgPool)>,
+    services: Vec<Arc<PgService>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -86,12 +87,14 @@ impl Server {
         let mut server = Server {
             addrs: HashMap::new(),
             pools: Vec::new(),
+            services: Vec::new(),
             stop,
             tasks: JoinSet::new(),
         };
         for (p, listener) in bound {
             let addr = listener.local_addr().unwrap_or(p.listen);
             let svc = Arc::new(pg_service(p, cancels.clone())?);
+            server.services.push(svc.clone());
             server.pools.push((p.name.clone(), svc.primary.clone()));
             info!(pool = %p.name, listen = %addr, primary = %p.primary, mode = p.mode.as_str(), "pool listening");
             server.addrs.insert(p.name.clone(), addr);
@@ -114,6 +117,13 @@ impl Server {
             .iter()
             .find(|(n, _)| n == pool)
             .map(|(_, p)| p.stats())
+    }
+
+    /// Pinned clients of a pool: (pinned now, ever pinned). Transaction mode only.
+    pub fn pinned(&self, pool: &str) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let svc = self.services.iter().find(|s| &*s.name == pool)?;
+        Some((svc.pinned.load(Relaxed), svc.pins_total.load(Relaxed)))
     }
 
     /// Stops accepting and closes every pool. Sessions in flight end as their sockets close.

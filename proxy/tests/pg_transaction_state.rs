@@ -210,11 +210,12 @@ async fn temporary_table_pins_the_client_until_it_disconnects() {
     }
     let n: i64 = must_one(&a, "SELECT count(*) FROM scratch").await.get(0);
     assert_eq!(n, 5);
+    assert_eq!(proxy.pinned(), (1, 1), "the pin is counted while it lasts");
     drop(a);
     // The pinned connection is reset and returned: the other clients can use both again, and
     // none of them sees the temp table.
     must_eventually(Duration::from_secs(5), "the pin ends", || async {
-        proxy.stats().in_use == 0
+        proxy.stats().in_use == 0 && proxy.pinned() == (0, 1)
     })
     .await;
     for o in &others {
@@ -223,5 +224,72 @@ async fn temporary_table_pins_the_client_until_it_disconnects() {
             .get(0);
         assert_eq!(t, None);
     }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_prepared_before_alter_column_type_run_again_without_errors() {
+    let pg = must_start_pg(PgAuth::Scram);
+    must_pgbench_init(&pg).await;
+    let proxy = Proxy::must_start(
+        &pg,
+        &PoolSpec::transaction("max_open = 2\nmax_idle = 2\nwait_timeout = \"30s\""),
+    )
+    .await;
+    // pgbench -M prepared prepares once per client; the ALTER changes the result type of
+    // "SELECT abalance ..." under it, which PostgreSQL reports as 0A000 at the next Bind.
+    let bench = pg_tool(&pg, "pgbench", proxy.addr.port())
+        .args([
+            "-M", "prepared", "-S", "-c", "4", "-j", "2", "-T", "6", "-n",
+        ])
+        .spawn()
+        .unwrap();
+    let direct = must_connect_direct(&pg).await;
+    must_eventually(Duration::from_secs(10), "pgbench is running", || async {
+        let n: i64 = direct
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT abalance%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n > 0
+    })
+    .await;
+    direct
+        .batch_execute("ALTER TABLE pgbench_accounts ALTER COLUMN abalance TYPE bigint")
+        .await
+        .unwrap();
+    let out = bench.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pgbench failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("cached plan"),
+        "the stale plan reached the client:\n{stderr}"
+    );
+
+    // A tokio-postgres client that prepared before another ALTER gets its rows too (text
+    // result, so the changed type decodes).
+    let c = proxy.must_connect().await;
+    let stmt = c
+        .prepare("SELECT abalance::text AS a, filler FROM pgbench_accounts WHERE aid = 1")
+        .await
+        .unwrap();
+    c.query_one(&stmt, &[]).await.unwrap();
+    direct
+        .batch_execute("ALTER TABLE pgbench_accounts ALTER COLUMN filler TYPE text")
+        .await
+        .unwrap();
+    let rows = c
+        .query(&stmt, &[])
+        .await
+        .unwrap_or_else(|e| panic!("after ALTER: {}", db_message(&e)));
+    assert_eq!(rows.len(), 1);
     proxy.shutdown().await;
 }

@@ -47,8 +47,12 @@ use crate::tls::Stream;
 
 /// PostgreSQL's own limit on a message (`PQ_LARGE_MESSAGE_LIMIT` is 1 GB).
 const MAX_MESSAGE: usize = 1 << 30;
-/// Cap on server messages the relay reads whole (ReadyForQuery, ParameterStatus).
-const MAX_WHOLE_SERVER: usize = 64 * 1024;
+/// Cap on server messages the relay reads whole (ReadyForQuery, ParameterStatus, and in
+/// transaction mode ErrorResponse).
+const MAX_WHOLE_SERVER: usize = 16 << 20;
+/// Client bytes of one cycle kept for a transparent retry after a stale plan; a larger cycle
+/// (a COPY, huge parameters) is not retried.
+const MAX_RETRY_LOG: usize = 256 * 1024;
 /// Budget for ROLLBACK / DISCARD ALL before a connection goes back to the pool.
 const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reused idle connections found dead at checkout before giving up.
@@ -78,6 +82,22 @@ struct Attached {
     dirty: Vec<String>,
     /// The client ran RESET ALL / DISCARD ALL here.
     reset_all: bool,
+    /// The messages of the current cycle as sent, for a retry after a stale plan.
+    cycle: Vec<Logged>,
+    /// Bytes in `cycle`; past [`MAX_RETRY_LOG`] the cycle is not retried.
+    cycle_bytes: usize,
+    /// The last message sent ended a cycle: the next one starts a new log.
+    cycle_closed: bool,
+    /// This cycle was already retried once.
+    retried: bool,
+}
+
+/// A client message as sent to the server, with the response it expects and, for a Bind, the
+/// statement it reads.
+struct Logged {
+    msg: Bytes,
+    expect: Option<Expect>,
+    statement: Option<Statement>,
 }
 
 impl Attached {
@@ -92,6 +112,10 @@ impl Attached {
             current: Disposition::Forward,
             dirty: Vec::new(),
             reset_all: false,
+            cycle: Vec::new(),
+            cycle_bytes: 0,
+            cycle_closed: true,
+            retried: false,
         }
     }
 
@@ -539,7 +563,7 @@ impl Relay {
                     Some(stmt) => {
                         self.ensure_prepared(&stmt);
                         let rewritten = fe::bind_message(&b, &stmt.server_name);
-                        self.forward(rewritten, Some(Expect::Bind));
+                        self.forward_logged(rewritten, Some(Expect::Bind), Some(stmt));
                     }
                     None => self.forward(msg, Some(Expect::Bind)),
                 }
@@ -592,9 +616,31 @@ impl Relay {
     }
 
     fn forward(&mut self, msg: Bytes, expect: Option<Expect>) {
+        self.forward_logged(msg, expect, None);
+    }
+
+    /// Sends a client message, records the response it expects, and keeps it in the cycle log.
+    fn forward_logged(&mut self, msg: Bytes, expect: Option<Expect>, statement: Option<Statement>) {
         self.to_server.extend_from_slice(&msg);
+        let att = self.attached();
+        if std::mem::take(&mut att.cycle_closed) {
+            att.cycle.clear();
+            att.cycle_bytes = 0;
+            att.retried = false;
+        }
+        att.cycle_closed = expect == Some(Expect::Ready);
+        if att.cycle_bytes + msg.len() <= MAX_RETRY_LOG {
+            att.cycle_bytes += msg.len();
+            att.cycle.push(Logged {
+                msg,
+                expect: expect.clone(),
+                statement,
+            });
+        } else {
+            att.cycle_bytes = usize::MAX / 2; // too large: never retried
+        }
         if let Some(e) = expect {
-            self.attached().responses.push(Pending::Forward(e));
+            att.responses.push(Pending::Forward(e));
         }
     }
 
@@ -734,6 +780,7 @@ impl Relay {
     /// parameters, and releases the connection when the transaction is over.
     async fn on_server(&mut self) -> Result<(), SessionError> {
         let mapping = self.mapping;
+        let mut retrying = false;
         let Some(att) = self.server.as_mut() else {
             return Ok(());
         };
@@ -741,7 +788,9 @@ impl Relay {
             let step = att
                 .scan
                 .step(&att.conn.buf, MAX_MESSAGE, MAX_WHOLE_SERVER, |t| {
-                    t == be::tag::READY_FOR_QUERY || t == be::tag::PARAMETER_STATUS
+                    t == be::tag::READY_FOR_QUERY
+                        || t == be::tag::PARAMETER_STATUS
+                        || (mapping && t == be::tag::ERROR_RESPONSE)
                 })
                 .map_err(BackendError::Protocol)?;
             let (tag, len) = match step {
@@ -756,7 +805,14 @@ impl Relay {
                 Step::Started(h, n) => (h.tag, n),
                 Step::Message(h) => (h.tag, h.total_len),
             };
-            att.current = if mapping {
+            let stale = mapping && tag == be::tag::ERROR_RESPONSE && {
+                let err = Bytes::copy_from_slice(&att.conn.buf[..len]);
+                retry_stale(att, &err, &mut self.to_server)
+            };
+            att.current = if stale {
+                retrying = true;
+                Disposition::Swallow
+            } else if mapping {
                 let conn: &mut ServerConn = &mut att.conn;
                 att.responses
                     .on_server_message(tag, &mut self.to_client, &mut conn.prepared)
@@ -779,6 +835,9 @@ impl Relay {
                 self.to_client.extend_from_slice(msg);
             }
             conn.buf.advance(len);
+        }
+        if retrying {
+            self.flush_to_server().await?;
         }
         self.flush_synthetic().await
     }
@@ -831,6 +890,56 @@ impl Relay {
         }
         Ok(())
     }
+}
+
+/// After a stale plan (SQLSTATE 0A000, "cached plan must not change result type", raised when
+/// DDL changed a prepared statement's result type) on the Bind that opens a cycle outside a
+/// transaction block, sends the cycle again behind its Sync with the statement prepared afresh.
+/// Nothing of the cycle reached the client yet, so the client sees only the retried result.
+/// Returns true if it did; the error is then swallowed.
+fn retry_stale(att: &mut Attached, err: &[u8], to_server: &mut BytesMut) -> bool {
+    if att.retried || att.status != TransactionStatus::Idle || att.cycle_bytes > MAX_RETRY_LOG {
+        return false;
+    }
+    let Some(Logged {
+        expect: Some(Expect::Bind),
+        statement: Some(stmt),
+        ..
+    }) = att.cycle.first()
+    else {
+        return false;
+    };
+    let stale = be::parse_error(err).is_ok_and(|e| {
+        e.code == "0A000"
+            && e.message
+                .contains("cached plan must not change result type")
+    });
+    if !stale {
+        return false;
+    }
+    let stmt = stmt.clone();
+    let conn: &mut ServerConn = &mut att.conn;
+    if !att.responses.abandon_for_retry(&mut conn.prepared) {
+        return false;
+    }
+    att.retried = true;
+    to_server.extend_from_slice(&fe::statement_target(fe::tag::CLOSE, &stmt.server_name));
+    att.responses.push(Pending::Hidden(Expect::Close(None)));
+    to_server.extend_from_slice(&fe::parse_message(&stmt.server_name, &stmt.content));
+    att.responses.push(Pending::Hidden(Expect::Parse(Some(
+        stmt.server_name.clone(),
+    ))));
+    for logged in &att.cycle {
+        to_server.extend_from_slice(&logged.msg);
+        if let Some(e) = &logged.expect {
+            if *e == Expect::Ready {
+                att.owed += 1;
+            }
+            att.responses.push(Pending::Forward(e.clone()));
+        }
+    }
+    debug!(statement = %stmt.server_name, "stale plan after DDL: statement prepared again and the cycle retried");
+    true
 }
 
 /// CopyData, CopyDone and CopyFail continue the cycle of the statement that started COPY.

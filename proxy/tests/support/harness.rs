@@ -150,6 +150,14 @@ impl Proxy {
             .expect("pool exists")
     }
 
+    /// Pinned clients: (now, ever).
+    pub fn pinned(&self) -> (u64, u64) {
+        self.server
+            .as_ref()
+            .and_then(|s| s.pinned("test"))
+            .expect("pool exists")
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;

@@ -132,6 +132,36 @@ impl Responses {
         disposition
     }
 
+    /// For a stale-plan error on the Bind at the front: drops the cycle's outstanding entries
+    /// (the server skips those messages) and hides the ReadyForQuery of the cycle's Sync, since
+    /// sidepool sends the cycle again. Returns false, changing nothing, unless the front is a
+    /// Bind and the cycle's Sync has already been sent.
+    pub fn abandon_for_retry(&mut self, prepared: &mut Prepared) -> bool {
+        let ready = |p: &&Pending| {
+            matches!(
+                p,
+                Pending::Forward(Expect::Ready) | Pending::Hidden(Expect::Ready)
+            )
+        };
+        // Exactly one Sync outstanding: the Bind at the front belongs to that (the last) cycle.
+        if !matches!(self.queue.front(), Some(Pending::Forward(Expect::Bind)))
+            || self.queue.iter().filter(ready).count() != 1
+        {
+            return false;
+        }
+        self.queue.pop_front();
+        self.skip_to_sync(prepared);
+        if let Some(front) = self.queue.front_mut() {
+            *front = Pending::Hidden(Expect::Ready);
+        }
+        true
+    }
+
+    /// The response expected next, if any.
+    pub fn front(&self) -> Option<&Pending> {
+        self.queue.front()
+    }
+
     /// After an error the server ignores messages up to Sync: drop their entries.
     fn skip_to_sync(&mut self, prepared: &mut Prepared) {
         while let Some(front) = self.queue.front() {

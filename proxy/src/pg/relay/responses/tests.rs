@@ -103,3 +103,20 @@ fn describe_statement_ends_at_row_description_or_no_data() {
     assert_eq!(d.len(), 5);
     assert!(r.is_empty());
 }
+
+#[test]
+fn a_retried_cycle_hides_its_first_ready_for_query() {
+    let mut r = Responses::default();
+    let mut prepared = Prepared::default();
+    r.push(Pending::Forward(Expect::Bind));
+    r.push(Pending::Forward(Expect::Execute));
+    assert!(
+        !r.abandon_for_retry(&mut prepared),
+        "no Sync sent yet: the server would skip a retry"
+    );
+    r.push(Pending::Forward(Expect::Ready));
+    assert!(r.abandon_for_retry(&mut prepared));
+    assert_eq!(r.front(), Some(&Pending::Hidden(Expect::Ready)));
+    let (d, _) = walk(&mut r, b"Z", &mut prepared);
+    assert_eq!(d, vec![(b'Z', Disposition::Swallow)]);
+}
