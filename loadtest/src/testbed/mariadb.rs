@@ -124,10 +124,18 @@ impl MariaDbServer {
         }
     }
 
+    /// The server's own temp dir. The default, /tmp, is shared by every server the tests
+    /// start at once, and concurrent `mariadb-install-db` runs delete each other's temp files.
+    fn tmp_dir(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
     fn install_db(&self, install_db: &Path) -> Result<()> {
+        fs::create_dir_all(self.tmp_dir())?;
         let mut cmd = self.run_as.command(install_db, self.dir.path());
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", self.data_dir.display()))
+            .arg(format!("--tmpdir={}", self.tmp_dir().display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
         if self.as_root {
             cmd.arg("--user=root");
@@ -140,6 +148,7 @@ impl MariaDbServer {
         let settings = [
             ("datadir", self.data_dir.display().to_string()),
             ("socket", self.socket().display().to_string()),
+            ("tmpdir", self.tmp_dir().display().to_string()),
             ("port", self.port.to_string()),
             ("bind-address", "127.0.0.1".into()),
             (
