@@ -5,12 +5,15 @@
 //! on `config`, `protocol` and `pool` together (DESIGN §1); the wire codecs, the pool and the
 //! config schema live in those crates and must not learn about each other through this one.
 
+pub mod admin;
 pub mod error;
 pub mod io;
+pub mod leaks;
 pub mod pg;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod telemetry;
 pub mod tls;
 
 pub use server::{Server, StartError};

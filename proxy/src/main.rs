@@ -88,6 +88,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let server = sidepool::Server::start(&config).await?;
         tracing::info!(
             workers,
+            admin = %server.admin_addr(),
             version = env!("CARGO_PKG_VERSION"),
             "sidepool started"
         );

@@ -76,4 +76,14 @@ pub struct PgService {
     pub pinned: std::sync::atomic::AtomicU64,
     /// Clients ever pinned.
     pub pins_total: std::sync::atomic::AtomicU64,
+    /// Metric handles of the primary backend (DESIGN §9).
+    pub metrics: Arc<crate::telemetry::PoolMetrics>,
+    /// Clients connected now (past the `max_clients` check), for `sidepool_client_connections`.
+    pub clients: std::sync::atomic::AtomicU64,
+    /// Suspected leaks ever reported.
+    pub leaks_total: std::sync::atomic::AtomicU64,
+    /// Suspected leaks now.
+    pub leaked_now: std::sync::atomic::AtomicU64,
+    /// Clients that went away inside a transaction (rolled back or closed).
+    pub abandoned_total: std::sync::atomic::AtomicU64,
 }

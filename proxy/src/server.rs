@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sidepool_config::{Config, PoolConfig, Protocol};
 use sidepool_protocol::pg::auth::ScramSecret;
@@ -12,10 +13,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use crate::admin::{self, AdminPool, AdminState};
 use crate::pg::backend::PgConnector;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::{PgPool, PgService, PgUser, client};
 use crate::settings::pool_settings;
+use crate::telemetry::{Role, Telemetry};
 use crate::tls::{ClientTls, ServerTls};
 
 /// Why sidepool could not start serving.
@@ -25,6 +28,13 @@ pub enum StartError {
     #[error("pool \"{pool}\": cannot listen on {addr}")]
     Bind {
         pool: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin HTTP listener (`[admin] listen`) could not be bound.
+    #[error("cannot listen on {addr} for the admin HTTP listener ([admin] listen)")]
+    AdminBind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -54,10 +64,13 @@ pub struct Server {
     services: Vec<Arc<PgService>>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    admin_addr: SocketAddr,
+    draining: Arc<AtomicBool>,
 }
 
 impl Server {
-    /// Binds every pool's listener (all or nothing) and starts accepting.
+    /// Binds every pool's listener and then the admin HTTP listener (all or nothing), and
+    /// starts accepting.
     ///
     /// # Errors
     /// A bind failure or an unsupported protocol; nothing is left listening.
@@ -82,6 +95,15 @@ impl Server {
                     })?;
             bound.push((p, listener));
         }
+        let admin_listener = TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(|source| StartError::AdminBind {
+                addr: config.admin.listen,
+                source,
+            })?;
+        let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.listen);
+        let telemetry = Arc::new(Telemetry::new());
+        let mut admin_pools = Vec::new();
         let (stop, _) = watch::channel(false);
         let cancels = Arc::new(CancelRegistry::default());
         let mut server = Server {
@@ -90,20 +112,56 @@ impl Server {
             services: Vec::new(),
             stop,
             tasks: JoinSet::new(),
+            admin_addr,
+            draining: Default::default(),
         };
         for (p, listener) in bound {
             let addr = listener.local_addr().unwrap_or(p.listen);
-            let svc = Arc::new(pg_service(p, cancels.clone())?);
+            let svc = Arc::new(pg_service(p, cancels.clone(), &telemetry)?);
+            admin_pools.push(AdminPool {
+                service: svc.clone(),
+                protocol: p.protocol.as_str(),
+                listen: addr,
+                limits: p.limits.clone(),
+            });
             server.services.push(svc.clone());
             server.pools.push((p.name.clone(), svc.primary.clone()));
             info!(pool = %p.name, listen = %addr, primary = %p.primary, mode = p.mode.as_str(), "pool listening");
             server.addrs.insert(p.name.clone(), addr);
             let permits = Arc::new(Semaphore::new(p.limits.max_clients as usize));
+            server.tasks.spawn(crate::leaks::watch(
+                svc.clone(),
+                leak_settings(&p.leaks),
+                server.stop.subscribe(),
+            ));
             server
                 .tasks
                 .spawn(accept_loop(listener, svc, permits, server.stop.subscribe()));
         }
+        let admin = Arc::new(AdminState {
+            telemetry: telemetry.clone(),
+            pools: admin_pools,
+            draining: server.draining.clone(),
+        });
+        info!(listen = %admin_addr, "admin HTTP listening");
+        let stop = server.stop.subscribe();
+        server
+            .tasks
+            .spawn(admin::serve(admin_listener, admin, stop));
+        server
+            .tasks
+            .spawn(metrics_upkeep(telemetry, server.stop.subscribe()));
         Ok(server)
+    }
+
+    /// The address the admin HTTP listener is bound to (useful with port 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Marks the server as draining (or not): `/readyz` answers 503 while it is.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
     }
 
     /// The address a pool's listener is bound to (useful with port 0).
@@ -117,6 +175,17 @@ impl Server {
             .iter()
             .find(|(n, _)| n == pool)
             .map(|(_, p)| p.stats())
+    }
+
+    /// Suspected leaks of a pool: (now, ever reported) and clients that left a transaction open.
+    pub fn leaks(&self, pool: &str) -> Option<(u64, u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let svc = self.services.iter().find(|s| &*s.name == pool)?;
+        Some((
+            svc.leaked_now.load(Relaxed),
+            svc.leaks_total.load(Relaxed),
+            svc.abandoned_total.load(Relaxed),
+        ))
     }
 
     /// Pinned clients of a pool: (pinned now, ever pinned). Transaction mode only.
@@ -136,7 +205,30 @@ impl Server {
     }
 }
 
-fn pg_service(p: &PoolConfig, cancels: Arc<CancelRegistry>) -> Result<PgService, StartError> {
+fn leak_settings(l: &sidepool_config::Leaks) -> crate::leaks::LeakSettings {
+    crate::leaks::LeakSettings {
+        threshold: l.threshold,
+        terminate_after: (l.action == sidepool_config::LeakAction::Terminate)
+            .then_some(l.terminate_after),
+    }
+}
+
+/// Moves histogram samples into buckets every few seconds, so they do not pile up unscraped.
+async fn metrics_upkeep(telemetry: Arc<Telemetry>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => telemetry.run_upkeep(),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn pg_service(
+    p: &PoolConfig,
+    cancels: Arc<CancelRegistry>,
+    telemetry: &Telemetry,
+) -> Result<PgService, StartError> {
     let tls_error = |source| StartError::Tls {
         pool: p.name.clone(),
         source: Box::new(source),
@@ -160,6 +252,7 @@ fn pg_service(p: &PoolConfig, cancels: Arc<CancelRegistry>) -> Result<PgService,
             .collect(),
         tls: server_tls,
     };
+    let metrics = Arc::new(telemetry.pool_metrics(&p.name, &p.primary.to_string(), Role::Primary));
     Ok(PgService {
         client_tls,
         name: p.name.as_str().into(),
@@ -167,7 +260,9 @@ fn pg_service(p: &PoolConfig, cancels: Arc<CancelRegistry>) -> Result<PgService,
         client_auth: p.client_auth,
         mock_key: rand::random(),
         users,
-        primary: PgPool::new(connector, pool_settings(&p.limits)),
+        primary: PgPool::with_observer(connector, pool_settings(&p.limits), metrics.clone()),
+        metrics,
+        clients: Default::default(),
         primary_addr: p.primary.to_string(),
         cancels,
         login_params: Default::default(),
@@ -176,6 +271,9 @@ fn pg_service(p: &PoolConfig, cancels: Arc<CancelRegistry>) -> Result<PgService,
         prepared_per_connection: p.limits.prepared_statements_per_connection as usize,
         pinned: Default::default(),
         pins_total: Default::default(),
+        leaks_total: Default::default(),
+        leaked_now: Default::default(),
+        abandoned_total: Default::default(),
     })
 }
 

@@ -1,19 +1,27 @@
 //! Protocol-neutral facts about one client session, shared with the pool (as the checkout's
-//! owner), the cancel registry and, later, the leak detector and console.
+//! owner), the cancel registry, the leak watcher and, later, the console.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Who a client is. Attached to every checkout the client makes, so whoever reads the pool's
-/// checkouts (leak reports, `SHOW SERVERS`) can name the client holding a connection.
+/// Bytes of the last statement kept for leak reports.
+pub const STATEMENT_SNIPPET: usize = 200;
+
+/// Who a client is and what it did last. Attached to every checkout the client makes, so
+/// whoever reads the pool's checkouts (leak reports, `SHOW SERVERS`) can name the client
+/// holding a connection.
 #[derive(Debug)]
 pub struct ClientInfo {
     /// Process-unique session id.
     pub id: u64,
     /// Pool name.
-    pub pool: std::sync::Arc<str>,
+    pub pool: Arc<str>,
     /// The client's address.
     pub addr: SocketAddr,
     /// Database user.
@@ -24,12 +32,89 @@ pub struct ClientInfo {
     pub application_name: String,
     /// When the client connected.
     pub connected_at: Instant,
+    /// Milliseconds after `connected_at` of the last sign of life: a client message, or the
+    /// server finishing everything the client asked.
+    last_activity_ms: AtomicU64,
+    /// The server is working on something the client asked (not idle).
+    busy: AtomicBool,
+    /// The start of the last statement the client sent (truncated).
+    last_statement: Mutex<String>,
+    /// Wakes the session to end it (leak `action = "terminate"`, console `KILL`).
+    kill: Notify,
+    /// Why the session is being ended, for the client's error.
+    kill_reason: Mutex<Option<String>>,
 }
 
 impl ClientInfo {
-    /// Allocates the next session id.
-    pub fn next_id() -> u64 {
+    /// A new session's facts.
+    pub fn new(
+        pool: Arc<str>,
+        addr: SocketAddr,
+        user: String,
+        database: String,
+        application_name: String,
+    ) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        NEXT.fetch_add(1, Ordering::Relaxed)
+        ClientInfo {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            pool,
+            addr,
+            user,
+            database,
+            application_name,
+            connected_at: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            last_statement: Mutex::new(String::new()),
+            kill: Notify::new(),
+            kill_reason: Mutex::new(None),
+        }
+    }
+
+    /// Records a sign of life now; `busy`: whether the server now works for the client.
+    pub fn touch(&self, busy: bool) {
+        let ms = self.connected_at.elapsed().as_millis() as u64;
+        self.last_activity_ms.store(ms, Ordering::Relaxed);
+        self.busy.store(busy, Ordering::Relaxed);
+    }
+
+    /// How long neither the client nor its server has done anything, at `now`; zero while the
+    /// server works for the client.
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        if self.busy.load(Ordering::Relaxed) {
+            return Duration::ZERO;
+        }
+        let last = self.connected_at
+            + Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(last)
+    }
+
+    /// Keeps the start of a statement for leak reports (no allocation once warmed up).
+    pub fn set_statement(&self, sql: &[u8]) {
+        let cut = &sql[..sql.len().min(STATEMENT_SNIPPET)];
+        let mut s = self.last_statement.lock();
+        s.clear();
+        s.push_str(&String::from_utf8_lossy(cut));
+    }
+
+    /// The start of the last statement.
+    pub fn last_statement(&self) -> String {
+        self.last_statement.lock().clone()
+    }
+
+    /// Asks the session to end; `reason` is told to the client.
+    pub fn kill(&self, reason: String) {
+        *self.kill_reason.lock() = Some(reason);
+        self.kill.notify_one();
+    }
+
+    /// Why [`ClientInfo::kill`] was called.
+    pub fn kill_reason(&self) -> Option<String> {
+        self.kill_reason.lock().clone()
+    }
+
+    /// Completes when [`ClientInfo::kill`] was called.
+    pub async fn killed(&self) {
+        self.kill.notified().await;
     }
 }

@@ -232,15 +232,19 @@ pub fn statement_target(tag: u8, name: &str) -> Bytes {
 /// The SQL text of a Query or Parse message, lossily decoded, for logs and leak reports.
 /// `None` for other messages or malformed ones.
 pub fn statement_text(msg: &[u8]) -> Option<String> {
-    let text = match *msg.first()? {
-        tag::QUERY => cstr(body(msg))?.0,
+    statement_bytes(msg).map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// The SQL bytes of a Query or Parse message (without the terminating NUL), borrowed.
+pub fn statement_bytes(msg: &[u8]) -> Option<&[u8]> {
+    match *msg.first()? {
+        tag::QUERY => Some(cstr(body(msg))?.0),
         tag::PARSE => {
             let (_name, rest) = cstr(body(msg))?;
-            cstr(rest)?.0
+            Some(cstr(rest)?.0)
         }
-        _ => return None,
-    };
-    Some(String::from_utf8_lossy(text).into_owned())
+        _ => None,
+    }
 }
 
 #[cfg(test)]

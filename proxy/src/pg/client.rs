@@ -90,8 +90,10 @@ pub async fn serve(
             ))
             .await;
         warn!(pool = %svc.name, client.addr = %addr, "client rejected: max_clients reached");
+        svc.metrics.rejected_max_clients();
         return;
     }
+    let _connected = crate::telemetry::Counted::new(&svc.clients);
     let login = Login::new(&svc, addr, &params);
     let Some(login) = login else {
         let _ = stream
@@ -155,18 +157,16 @@ impl Login {
             .filter(|(k, _)| !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with("_pq_."))
             .cloned()
             .collect();
-        let info = Arc::new(ClientInfo {
-            id: ClientInfo::next_id(),
-            pool: svc.name.clone(),
+        let info = Arc::new(ClientInfo::new(
+            svc.name.clone(),
             addr,
-            user: user.to_owned(),
-            database: database.to_owned(),
-            application_name: settings
+            user.to_owned(),
+            database.to_owned(),
+            settings
                 .get("application_name")
                 .cloned()
                 .unwrap_or_default(),
-            connected_at: tokio::time::Instant::now(),
-        });
+        ));
         let key = ConnKey {
             user: user.into(),
             database: database.into(),

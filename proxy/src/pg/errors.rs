@@ -13,6 +13,8 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const CONNECTION_FAILURE: &str = "08006";
 /// `admin_shutdown`.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// `idle_in_transaction_session_timeout`.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
 /// `invalid_password`.
 pub const INVALID_PASSWORD: &str = "28P01";
 /// `invalid_authorization_specification`.

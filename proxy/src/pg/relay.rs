@@ -37,7 +37,9 @@ use super::backend::{PgConnector, ServerConn};
 use super::cancel::Registration;
 use super::client::{Login, login_reply};
 use super::effects::{Effect, effects};
-use super::errors::{self, CONNECTION_FAILURE, PROTOCOL_VIOLATION, error};
+use super::errors::{
+    self, CONNECTION_FAILURE, IDLE_IN_TRANSACTION_TIMEOUT, PROTOCOL_VIOLATION, error,
+};
 use super::replay;
 use super::statements::Statement;
 use crate::error::{BackendError, SessionError};
@@ -90,6 +92,8 @@ struct Attached {
     cycle_closed: bool,
     /// This cycle was already retried once.
     retried: bool,
+    /// When the client's current request began (for `sidepool_query_duration_seconds`).
+    cycle_started: std::time::Instant,
 }
 
 /// A client message as sent to the server, with the response it expects and, for a Bind, the
@@ -116,6 +120,7 @@ impl Attached {
             cycle_bytes: 0,
             cycle_closed: true,
             retried: false,
+            cycle_started: std::time::Instant::now(),
         }
     }
 
@@ -131,6 +136,7 @@ impl Attached {
 enum Event {
     Client(std::io::Result<usize>),
     Server(std::io::Result<usize>),
+    Killed,
 }
 
 /// One logged-in client.
@@ -254,13 +260,18 @@ impl Relay {
                 }
                 continue;
             }
+            let info = self.login.info.clone();
             let event = match self.server.as_mut() {
-                None => Event::Client(self.client.read_buf(&mut self.buf).await),
+                None => tokio::select! {
+                    r = self.client.read_buf(&mut self.buf) => Event::Client(r),
+                    () = info.killed() => Event::Killed,
+                },
                 Some(att) => {
                     let conn: &mut ServerConn = &mut att.conn;
                     tokio::select! {
                         r = self.client.read_buf(&mut self.buf) => Event::Client(r),
                         r = conn.stream.read_buf(&mut conn.buf) => Event::Server(r),
+                        () = info.killed() => Event::Killed,
                     }
                 }
             };
@@ -269,6 +280,26 @@ impl Relay {
                     if r.map_err(SessionError::ClientIo)? == 0 || !self.on_client().await? {
                         return self.finish().await;
                     }
+                }
+                Event::Killed => {
+                    let reason = info
+                        .kill_reason()
+                        .unwrap_or_else(|| "sidepool: terminating connection".into());
+                    let code = if self
+                        .server
+                        .as_ref()
+                        .is_some_and(|a| a.status != TransactionStatus::Idle)
+                    {
+                        IDLE_IN_TRANSACTION_TIMEOUT
+                    } else {
+                        errors::ADMIN_SHUTDOWN
+                    };
+                    let _ = self
+                        .client
+                        .write_all(&error(Severity::Fatal, code, &reason, None))
+                        .await;
+                    let _ = self.client.shutdown().await;
+                    return self.finish_after(false).await;
                 }
                 Event::Server(r) => {
                     let addr = self.svc.primary_addr.clone();
@@ -460,6 +491,12 @@ impl Relay {
     /// One client message (whole, or the start of a streamed one).
     async fn on_client_message(&mut self, h: Header, msg: Bytes) -> Result<(), SessionError> {
         self.dropping = false;
+        if let Some(sql) = fe::statement_bytes(&msg) {
+            self.login.info.set_statement(sql);
+        }
+        self.login
+            .info
+            .touch(fe::ends_cycle(h.tag) || self.server.as_ref().is_some_and(|a| a.owed > 0));
         if self.server.is_none() && !self.discarding {
             if self.answer_without_server(h.tag, &msg)? {
                 self.dropping = true;
@@ -481,6 +518,9 @@ impl Relay {
             }
             return self.flush_to_client().await;
         };
+        if fe::ends_cycle(h.tag) && att.owed == 0 {
+            att.cycle_started = std::time::Instant::now();
+        }
         if fe::ends_cycle(h.tag) {
             att.owed += 1;
             att.pending = false;
@@ -824,6 +864,10 @@ impl Relay {
             if tag == be::tag::READY_FOR_QUERY {
                 att.status = be::parse_ready_for_query(msg).map_err(BackendError::Protocol)?;
                 att.owed = att.owed.saturating_sub(1);
+                if att.owed == 0 {
+                    self.login.info.touch(false);
+                    self.svc.metrics.query(att.cycle_started.elapsed());
+                }
             } else if tag == be::tag::PARAMETER_STATUS {
                 let (k, v) = be::parse_parameter_status(msg).map_err(BackendError::Protocol)?;
                 if replay::follows_client(&k) || self.login.settings.contains_key(&k) {
@@ -856,10 +900,22 @@ impl Relay {
     /// The client is gone: clean the server connection (ROLLBACK, and DISCARD ALL in session
     /// mode or when pinned) and return it, or close it when its state is unknown.
     async fn finish(&mut self) -> Result<(), SessionError> {
+        self.finish_after(true).await
+    }
+
+    /// [`Relay::finish`]; `vanished`: the client left on its own (counted when it left a
+    /// transaction open).
+    async fn finish_after(&mut self, vanished: bool) -> Result<(), SessionError> {
         let Some(att) = self.server.take() else {
             return Ok(());
         };
         self.cancel.slot.set(None);
+        if vanished && (att.status != TransactionStatus::Idle || !att.quiet()) {
+            self.svc
+                .abandoned_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.svc.metrics.abandoned();
+        }
         if !att.quiet() {
             debug!("client left mid-statement; closing its server connection");
             att.conn.discard();

@@ -39,6 +39,8 @@ pub struct PoolSpec {
     pub limits: String,
     /// Lines of `[pools.tls]`, if any.
     pub tls: Option<String>,
+    /// Lines of `[pools.leaks]`, if any.
+    pub leaks: Option<String>,
 }
 
 impl PoolSpec {
@@ -48,6 +50,7 @@ impl PoolSpec {
             client_auth: "password",
             limits: limits.to_owned(),
             tls: None,
+            leaks: None,
         }
     }
     pub fn session(limits: &str) -> Self {
@@ -56,8 +59,14 @@ impl PoolSpec {
             client_auth: "password",
             limits: limits.to_owned(),
             tls: None,
+            leaks: None,
         }
     }
+    pub fn leaks(mut self, lines: &str) -> Self {
+        self.leaks = Some(lines.to_owned());
+        self
+    }
+
     pub fn tls(mut self, lines: String) -> Self {
         self.tls = Some(lines);
         self
@@ -80,7 +89,7 @@ pub fn config_text(primary: &str, spec: &PoolSpec) -> String {
     format!(
         r#"
 [admin]
-listen = "127.0.0.1:9"
+listen = "127.0.0.1:0"
 
 [[pools]]
 name = "test"
@@ -93,6 +102,7 @@ client_auth = "{auth}"
 [pools.limits]
 {limits}
 {tls}
+{leaks}
 
 [[pools.users]]
 name = "{USER}"
@@ -105,6 +115,11 @@ password = "{PASSWORD}"
             .tls
             .as_ref()
             .map(|t| format!("[pools.tls]\n{t}\n"))
+            .unwrap_or_default(),
+        leaks = spec
+            .leaks
+            .as_ref()
+            .map(|t| format!("[pools.leaks]\n{t}\n"))
             .unwrap_or_default(),
     )
 }
@@ -148,6 +163,25 @@ impl Proxy {
             .as_ref()
             .and_then(|s| s.pool_stats("test"))
             .expect("pool exists")
+    }
+
+    /// Suspected leaks: (now, ever reported).
+    pub fn leaks(&self) -> (u64, u64) {
+        let (now, ever, _) = self.leaks_all();
+        (now, ever)
+    }
+
+    /// Suspected leaks now, ever, and clients that left a transaction open.
+    pub fn leaks_all(&self) -> (u64, u64, u64) {
+        self.server
+            .as_ref()
+            .and_then(|s| s.leaks("test"))
+            .expect("pool exists")
+    }
+
+    /// The running server (admin address, draining flag).
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
     }
 
     /// Pinned clients: (now, ever).

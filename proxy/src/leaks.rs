@@ -1,0 +1,179 @@
+//! Leak detection (DESIGN §5): a checkout is a suspected leak when its server connection has
+//! been held for at least `threshold` while neither the client nor the server has done anything
+//! for at least that long (idle in transaction, or an idle pinned/session connection).
+//!
+//! One watcher task per pool reads the pool's checkout table (the owner of each checkout is the
+//! client's [`ClientInfo`]), warns once per leak naming the culprit, keeps the counter and gauge,
+//! and with `action = "terminate"` ends the client's session after `terminate_after` (the relay
+//! sends the database's own error, rolls back and returns the connection).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sidepool_pool::CheckoutInfo;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::pg::PgService;
+use crate::pg::backend::ConnKey;
+use crate::session::ClientInfo;
+
+/// What counts as a leak and what to do about it (from `[pools.leaks]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeakSettings {
+    /// Held and idle this long: a suspected leak.
+    pub threshold: Duration,
+    /// End the session when idle this long (`action = "terminate"`); `None` = only warn.
+    pub terminate_after: Option<Duration>,
+}
+
+/// One suspected leak.
+#[derive(Debug, Clone)]
+pub struct Suspect {
+    /// The checkout's id in the pool.
+    pub checkout: u64,
+    /// How long the server connection has been held.
+    pub held: Duration,
+    /// How long client and server have been silent.
+    pub idle: Duration,
+    /// Who holds it.
+    pub client: Arc<ClientInfo>,
+}
+
+/// The suspected leaks among `checkouts` at `now`.
+pub fn suspects(
+    checkouts: &[CheckoutInfo<ConnKey, Arc<ClientInfo>>],
+    now: Instant,
+    threshold: Duration,
+) -> Vec<Suspect> {
+    checkouts
+        .iter()
+        .filter_map(|c| {
+            let held = now.saturating_duration_since(c.checked_out_at);
+            let idle = c.owner.idle_for(now);
+            (held >= threshold && idle >= threshold).then(|| Suspect {
+                checkout: c.id,
+                held,
+                idle,
+                client: c.owner.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Watches one pool until `stop` turns true.
+pub async fn watch(svc: Arc<PgService>, settings: LeakSettings, mut stop: watch::Receiver<bool>) {
+    let period = (settings.threshold / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut reported, mut terminated) = (HashSet::new(), HashSet::new());
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let found = suspects(&svc.primary.checkouts(), Instant::now(), settings.threshold);
+        svc.leaked_now.store(found.len() as u64, Ordering::Relaxed);
+        svc.metrics.set_leaked(found.len() as u64);
+        let live: HashSet<u64> = found.iter().map(|s| s.checkout).collect();
+        reported.retain(|id| live.contains(id));
+        terminated.retain(|id| live.contains(id));
+        for s in &found {
+            if reported.insert(s.checkout) {
+                svc.leaks_total.fetch_add(1, Ordering::Relaxed);
+                svc.metrics.leak_detected();
+                let c = &s.client;
+                warn!(
+                    pool = %svc.name,
+                    backend = %svc.primary_addr,
+                    client.addr = %c.addr,
+                    user = %c.user,
+                    database = %c.database,
+                    application_name = %c.application_name,
+                    held_for = ?s.held,
+                    idle_for = ?s.idle,
+                    last_statement = %c.last_statement(),
+                    "suspected connection leak: a client holds a server connection and does nothing"
+                );
+            }
+            match settings.terminate_after {
+                Some(after) if s.idle >= after && terminated.insert(s.checkout) => {
+                    s.client.kill(format!(
+                        "sidepool: terminating connection due to idle-in-transaction timeout: \
+                         held a server connection of pool \"{}\" for {:?} while idle for {:?} \
+                         (leaks.terminate_after = {after:?})",
+                        svc.name, s.held, s.idle
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkout(
+        id: u64,
+        info: Arc<ClientInfo>,
+        at: Instant,
+    ) -> CheckoutInfo<ConnKey, Arc<ClientInfo>> {
+        CheckoutInfo {
+            id,
+            key: ConnKey {
+                user: "app".into(),
+                database: "app".into(),
+            },
+            owner: info,
+            checked_out_at: at,
+            conn_created_at: at,
+        }
+    }
+
+    fn client() -> Arc<ClientInfo> {
+        Arc::new(ClientInfo::new(
+            "p".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            "app".into(),
+            "app".into(),
+            "leaky-app".into(),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_and_silent_past_the_threshold_is_a_suspect() {
+        let t = Duration::from_secs(30);
+        let c = client();
+        c.touch(false);
+        let list = vec![checkout(1, c.clone(), Instant::now())];
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(suspects(&list, Instant::now(), t).is_empty());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let found = suspects(&list, Instant::now(), t);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].client.application_name, "leaky-app");
+        assert_eq!(found[0].held, t);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_server_or_a_recent_message_is_not_a_leak() {
+        let t = Duration::from_secs(30);
+        let (busy, chatty) = (client(), client());
+        busy.touch(true); // a long query running on the server
+        let list = vec![
+            checkout(1, busy.clone(), Instant::now()),
+            checkout(2, chatty.clone(), Instant::now()),
+        ];
+        tokio::time::advance(Duration::from_secs(40)).await;
+        chatty.touch(false); // just sent something
+        assert!(suspects(&list, Instant::now(), t).is_empty());
+        busy.touch(false);
+        tokio::time::advance(t).await;
+        assert_eq!(suspects(&list, Instant::now(), t).len(), 2);
+    }
+}
