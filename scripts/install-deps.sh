@@ -11,6 +11,7 @@ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb
 command -v mariadb >/dev/null || missing+=(mariadb-client)
 command -v runuser >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
+command -v promtool >/dev/null || missing+=(prometheus)   # promtool checks the alert rules
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
