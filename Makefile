@@ -2,11 +2,13 @@
 #   make demo   install what is missing, start a throwaway PostgreSQL, run sidepool in front of it
 #               with a short workload, and say where to look
 #   make test   install what is missing and run everything: fmt, clippy (warnings denied), tests
+#   make bench  PostgreSQL directly vs sidepool vs PgBouncer, measured by sidepool-loadtest;
+#               writes bench/results.md, bench/results.json and bench/chart.svg (~10 min)
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps test fmt-check clippy unit demo build release clean
+.PHONY: all deps test fmt-check clippy unit demo bench build release clean
 
 all: test
 
@@ -32,6 +34,9 @@ release:
 
 demo: deps release
 	@bash scripts/demo.sh
+
+bench: deps
+	@bash scripts/bench.sh
 
 clean:
 	$(CARGO) clean

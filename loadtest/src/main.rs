@@ -1,14 +1,19 @@
 //! The `sidepool-loadtest` binary. `testbed postgres` starts a throwaway PostgreSQL server for
 //! demos and manual tests, prints how to reach it as shell assignments, and removes it on
-//! SIGINT/SIGTERM. The load-generator scenarios (`run`) come with their own issue.
+//! SIGINT/SIGTERM. `run` loads one or more targets with a scenario and writes Markdown, JSON
+//! and SVG reports (see the library's `load` module); `report` merges the JSON of several runs.
 //!
-//! Must not: depend on the proxy crate, or report numbers it did not measure.
+//! Must not: depend on the proxy crate, connect anywhere but loopback, or report numbers it did
+//! not measure.
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use sidepool_loadtest::load::{self, Report, RunSpec, Scenario};
 use sidepool_loadtest::testbed::{PgAuth, PgOptions, PgServer};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -28,7 +33,86 @@ enum Command {
     /// Start a throwaway database server and keep it running until SIGINT/SIGTERM.
     #[command(subcommand)]
     Testbed(Testbed),
-    // `run` (load scenarios against a proxy or a server, with reports) comes with its issue.
+    /// Load one or more targets with a scenario, interleaved A B A B for --rounds rounds, and
+    /// report tps, latency, errors and the pooler's CPU per transaction and memory.
+    Run(Box<RunArgs>),
+    /// Merge the JSON reports of several runs into one Markdown table set, JSON and SVG chart.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// select | tpcb | prepared | storm | idle | leaky.
+    #[arg(long, default_value = "select")]
+    scenario: Scenario,
+    /// A target to load, `NAME=DSN` (libpq key=value or URL; loopback hosts only). Repeat for
+    /// several; ratios are against the first.
+    #[arg(long = "target", value_name = "NAME=DSN", required = true, value_parser = name_value_arg)]
+    targets: Vec<(String, String)>,
+    /// The pooler process behind target NAME, `NAME=PID`, for CPU µs/transaction and RSS.
+    #[arg(long = "pid", value_name = "NAME=PID", value_parser = pid_arg)]
+    pids: Vec<(String, u32)>,
+    /// Active clients.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// Idle connections held open during each round (required by the `idle` scenario).
+    #[arg(long, default_value_t = 0)]
+    idle_clients: usize,
+    /// Measured time per round and target, e.g. `10s`, `500ms`, `2m`.
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    duration: Duration,
+    /// Unmeasured warmup before each measurement, on the same connections.
+    #[arg(long, default_value = "1s", value_parser = duration_arg)]
+    warmup: Duration,
+    /// Rounds; each runs every target once, in the order given.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// How long `leaky` clients sit idle in their open transaction.
+    #[arg(long, default_value = "1s", value_parser = duration_arg)]
+    leak_hold: Duration,
+    /// pgbench scale; default: count(*) of pgbench_branches.
+    #[arg(long)]
+    scale: Option<u32>,
+    /// Heading and chart label; default: scenario and client counts.
+    #[arg(long)]
+    label: Option<String>,
+    /// Write the Markdown table here (default: print it on stdout).
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Write the JSON report here (`report` can merge several).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the SVG bar chart of median tps here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    /// JSON reports written by `run --json`, in the order to show them.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Write the merged Markdown here (default: stdout).
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Write the merged JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the SVG chart here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+fn name_value_arg(arg: &str) -> Result<(String, String), load::OptionError> {
+    load::parse_name_value(arg)
+}
+
+fn pid_arg(arg: &str) -> Result<(String, u32), load::OptionError> {
+    load::parse_pid(arg)
+}
+
+fn duration_arg(arg: &str) -> Result<Duration, load::OptionError> {
+    load::parse_duration(arg)
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +169,8 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Testbed(Testbed::Postgres(args)) => testbed_postgres(&args),
+        Command::Run(args) => run(&args),
+        Command::Report(args) => report(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,6 +179,87 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let targets = load::build_targets(&args.targets, &args.pids)?;
+    let spec = RunSpec {
+        scenario: args.scenario,
+        clients: args.clients,
+        idle_clients: args.idle_clients,
+        duration: args.duration,
+        warmup: args.warmup,
+        rounds: args.rounds,
+        leak_hold: args.leak_hold,
+        scale: args.scale,
+        label: args.label.clone(),
+    };
+    spec.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |p: &load::Progress| {
+        if tty {
+            eprint!("\r{p}\x1b[K");
+        } else {
+            eprintln!("{p}");
+        }
+    };
+    let result = runtime.block_on(load::run(&spec, &targets, &mut progress));
+    if tty {
+        eprintln!();
+    }
+    let report = Report {
+        runs: vec![result?],
+    };
+    write_outputs(
+        &report,
+        args.markdown.as_deref(),
+        args.json.as_deref(),
+        args.svg.as_deref(),
+    )
+}
+
+fn report(args: &ReportArgs) -> anyhow::Result<()> {
+    let mut merged = Report { runs: Vec::new() };
+    for input in &args.inputs {
+        let text = std::fs::read_to_string(input)
+            .with_context(|| format!("reading {}", input.display()))?;
+        let report = Report::from_json(&text)
+            .with_context(|| format!("parsing {} as a run report", input.display()))?;
+        merged.runs.extend(report.runs);
+    }
+    write_outputs(
+        &merged,
+        args.markdown.as_deref(),
+        args.json.as_deref(),
+        args.svg.as_deref(),
+    )
+}
+
+/// Markdown to `markdown` or stdout; JSON and SVG where asked.
+fn write_outputs(
+    report: &Report,
+    markdown: Option<&Path>,
+    json: Option<&Path>,
+    svg: Option<&Path>,
+) -> anyhow::Result<()> {
+    let md = report.to_markdown();
+    match markdown {
+        Some(path) => {
+            std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => print!("{md}"),
+    }
+    if let Some(path) = json {
+        std::fs::write(path, report.to_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = svg {
+        load::write_svg(report, path)?;
+    }
+    Ok(())
 }
 
 fn testbed_postgres(args: &PgArgs) -> anyhow::Result<()> {
@@ -216,12 +383,70 @@ mod tests {
             "6000",
         ])
         .unwrap();
-        let Command::Testbed(Testbed::Postgres(args)) = cli.command;
+        let Command::Testbed(Testbed::Postgres(args)) = cli.command else {
+            panic!("expected testbed postgres");
+        };
         assert!(matches!(args.auth, AuthArg::Md5));
         assert_eq!(
             (args.user.as_str(), args.password.as_str()),
             ("u", "secret")
         );
         assert_eq!(args.port, Some(6000));
+    }
+
+    #[test]
+    fn cli_parses_run_with_repeated_targets_pids_and_durations() {
+        let cli = Cli::try_parse_from([
+            "sidepool-loadtest",
+            "run",
+            "--scenario",
+            "tpcb",
+            "--target",
+            "direct=host=127.0.0.1 port=5432",
+            "--target",
+            "sidepool=host=127.0.0.1 port=6432",
+            "--pid",
+            "sidepool=1234",
+            "--clients",
+            "500",
+            "--duration",
+            "1500ms",
+            "--rounds",
+            "3",
+            "--json",
+            "out.json",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(args.scenario, Scenario::Tpcb);
+        assert_eq!(
+            args.targets,
+            [
+                ("direct".to_owned(), "host=127.0.0.1 port=5432".to_owned()),
+                ("sidepool".to_owned(), "host=127.0.0.1 port=6432".to_owned()),
+            ]
+        );
+        assert_eq!(args.pids, [("sidepool".to_owned(), 1234)]);
+        assert_eq!(args.clients, 500);
+        assert_eq!(args.duration, Duration::from_millis(1500));
+        assert_eq!(args.warmup, Duration::from_secs(1));
+        assert_eq!(args.rounds, 3);
+        assert_eq!(args.json.as_deref(), Some(Path::new("out.json")));
+    }
+
+    #[test]
+    fn cli_run_rejects_bad_scenarios_durations_and_missing_targets() {
+        let base = ["sidepool-loadtest", "run", "--target", "a=host=127.0.0.1"];
+        for extra in [
+            &["--scenario", "bogus"][..],
+            &["--duration", "10 parsecs"][..],
+            &["--pid", "a=notapid"][..],
+        ] {
+            let argv: Vec<&str> = base.iter().chain(extra).copied().collect();
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
+        assert!(Cli::try_parse_from(["sidepool-loadtest", "run"]).is_err());
     }
 }
