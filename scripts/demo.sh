@@ -54,9 +54,20 @@ echo "==> what the server saw: connections of user demo (max_open in demo.toml b
 "$PG_BIN/psql" -X -At -h "$PGHOST" -p "$PGPORT" -U demo -d demo \
   -c "SELECT count(*) || ' server connections, ' || count(*) FILTER (WHERE state = 'idle') || ' idle' FROM pg_stat_activity WHERE usename = 'demo' AND pid <> pg_backend_pid()" | sed 's/^/    /'
 
+admin="127.0.0.1:9930"   # [admin] listen default; demo.toml does not set it
+if command -v curl >/dev/null; then
+  echo "==> a few of sidepool's metrics (http://$admin/metrics)"
+  curl -fsS "http://$admin/metrics" \
+    | grep -E '^sidepool_pool_(saturation_ratio|max_open|connections_opened_total|wait_seconds_count|wait_timeouts_total)' \
+    | sed 's/^/    /' || true
+fi
+
 cat <<TXT
 
 Where to look:
+  metrics:           curl http://$admin/metrics   (pools as JSON: /pools; health: /readyz)
+  CPU flamegraph:    curl -o flame.svg "http://$admin/debug/pprof/flamegraph?seconds=10"
+  Grafana:           dashboards/sidepool.json and dashboards/alerts.yml (see dashboards/README.md)
   connect yourself:  PGPASSWORD=$SIDEPOOL_DEMO_PASSWORD psql -h 127.0.0.1 -p $port -U demo demo
   sidepool's log:    $work/sidepool.log
   the config:        $work/sidepool.toml (from config/examples/demo.toml)
