@@ -15,6 +15,9 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+
+import busy
+from busy import first_line
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
@@ -45,8 +48,6 @@ async def one(conn, sql, params=None):
     return await cur.fetchone()
 
 
-def first_line(e):
-    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
 
 
 def item(worker, seq):
@@ -215,17 +216,7 @@ async def test_errors_in_transactions_roll_back_and_connections_stay_usable(
     assert count == (30,)
 
 
-class BusyClients:
-    """`n` clients that keep every server connection busy with short transactions (10 ms
-    sleep, then read same_name) so that a client between two transactions lands on another
-    server connection. They record the tags they saw; none of them sets search_path."""
-
-    def __init__(self, dsn, named, n=6):
-        self.dsn, self.named, self.n = dsn, named, n
-        self.stop = asyncio.Event()
-        self.tags = []
-        self.errors = []
-
+class BusyClients(busy.BusyClients):
     async def _loop(self, started):
         async with await connect(self.dsn, named=self.named) as conn:
             while True:
@@ -237,24 +228,6 @@ class BusyClients:
                 if self.stop.is_set():
                     return
 
-    async def __aenter__(self):
-        starts = [asyncio.Event() for _ in range(self.n)]
-        self.tasks = [asyncio.create_task(self._loop(s)) for s in starts]
-        all_started = asyncio.ensure_future(asyncio.gather(*(s.wait() for s in starts)))
-        done, _ = await asyncio.wait(
-            [all_started, *self.tasks], timeout=20, return_when=asyncio.FIRST_COMPLETED
-        )
-        if all_started not in done:
-            all_started.cancel()
-            await asyncio.gather(all_started, return_exceptions=True)
-            await self.__aexit__(None, None, None)
-            raise AssertionError(f"busy clients failed to start: {self.errors or 'timeout'}")
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        results = await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 20)
-        self.errors = sorted({first_line(r) for r in results if isinstance(r, BaseException)})
 
 
 async def read_same_name_20_times(conn):
