@@ -18,7 +18,6 @@ import asyncpg
 import pytest
 
 import busy
-from busy import first_line
 
 pytestmark = pytest.mark.asyncio
 

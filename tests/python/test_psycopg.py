@@ -17,7 +17,6 @@ import psycopg
 import pytest
 
 import busy
-from busy import first_line
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
