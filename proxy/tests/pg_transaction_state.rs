@@ -293,3 +293,29 @@ async fn statements_prepared_before_alter_column_type_run_again_without_errors()
     assert_eq!(rows.len(), 1);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_options_follow_their_client() {
+    let pg = must_start_pg(PgAuth::Scram);
+    let proxy = Proxy::must_start(&pg, &PoolSpec::transaction("max_open = 1\nmax_idle = 1")).await;
+    let with = must_connect(&format!(
+        "{} options='-c statement_timeout=4321 -c search_path=pg_catalog'",
+        proxy.app_dsn()
+    ))
+    .await;
+    let without = proxy.must_connect().await;
+    for _ in 0..3 {
+        let t: String = must_one(&with, "SHOW statement_timeout").await.get(0);
+        assert_eq!(t, "4321ms");
+        let p: String = must_one(&with, "SHOW search_path").await.get(0);
+        assert_eq!(p, "pg_catalog");
+        let t: String = must_one(&without, "SHOW statement_timeout").await.get(0);
+        assert_eq!(t, "0", "another client must not inherit startup options");
+    }
+    assert_eq!(
+        proxy.stats().opened,
+        1,
+        "both clients shared one server connection"
+    );
+    proxy.shutdown().await;
+}

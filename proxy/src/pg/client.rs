@@ -152,11 +152,14 @@ impl Login {
         let database = startup::StartupPacket::param(params, "database")
             .filter(|d| !d.is_empty())
             .unwrap_or(user);
-        let settings: BTreeMap<String, String> = params
+        let mut settings: BTreeMap<String, String> = params
             .iter()
             .filter(|(k, _)| !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with("_pq_."))
             .cloned()
             .collect();
+        if let Some(options) = startup::StartupPacket::param(params, "options") {
+            settings.extend(command_line_settings(options));
+        }
         let info = Arc::new(ClientInfo::new(
             svc.name.clone(),
             addr,
@@ -422,4 +425,73 @@ pub fn login_reply(params: &[(String, String)], pid: i32, secret: i32) -> BytesM
 /// True when the mode keeps one server connection for the whole session.
 pub fn holds_for_session(mode: PoolMode) -> bool {
     matches!(mode, PoolMode::Session)
+}
+
+/// The settings in a startup `options` value (`-c name=value`, `--name=value`, as libpq sends
+/// them: separated by spaces, a backslash escapes the next character). Other switches are
+/// ignored; they have no meaning for a pooled connection.
+pub fn command_line_settings(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut out = Vec::new();
+    let mut iter = words.into_iter();
+    while let Some(w) = iter.next() {
+        let pair = if w == "-c" {
+            iter.next()
+        } else {
+            w.strip_prefix("--")
+                .or_else(|| w.strip_prefix("-c"))
+                .map(str::to_owned)
+        };
+        if let Some((name, value)) = pair.as_deref().and_then(|p| p.split_once('=')) {
+            out.push((name.replace('-', "_"), value.to_owned()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line_settings;
+
+    #[test]
+    fn options_settings_are_parsed_like_postgres_does() {
+        let s = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            command_line_settings("-c statement_timeout=5s -csearch_path=a,b --work-mem=8MB"),
+            s(&[
+                ("statement_timeout", "5s"),
+                ("search_path", "a,b"),
+                ("work_mem", "8MB")
+            ])
+        );
+        assert_eq!(
+            command_line_settings(r"-c application_name=my\ app  -c x.y=1"),
+            s(&[("application_name", "my app"), ("x.y", "1")])
+        );
+        assert_eq!(
+            command_line_settings("-d 3 -c"),
+            s(&[]),
+            "other switches and a dangling -c"
+        );
+    }
 }
