@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use sidepool_config::{ClientAuth, PoolMode};
+use sidepool_config::ClientAuth;
 use sidepool_protocol::pg::auth::{self, ScramServer};
 use sidepool_protocol::pg::backend::{self as be, Severity};
 use sidepool_protocol::pg::{TransactionStatus, frame, frontend, startup};
@@ -420,11 +420,6 @@ pub fn login_reply(params: &[(String, String)], pid: i32, secret: i32) -> BytesM
     out.extend_from_slice(&be::backend_key_data(pid, secret));
     out.extend_from_slice(&be::ready_for_query(TransactionStatus::Idle));
     out
-}
-
-/// True when the mode keeps one server connection for the whole session.
-pub fn holds_for_session(mode: PoolMode) -> bool {
-    matches!(mode, PoolMode::Session)
 }
 
 /// The settings in a startup `options` value (`-c name=value`, `--name=value`, as libpq sends
