@@ -30,6 +30,7 @@ use harness::*;
 use serde_json::Value;
 use sidepool_loadtest::testbed::PgAuth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The pool's name in `harness::config_text`.
@@ -97,21 +98,12 @@ async fn prometheus_scraping_sidepool_under_load_has_data_for_every_dashboard_qu
     let leaky = proxy.must_connect().await;
     leaky.batch_execute("BEGIN; SELECT 1").await.unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
+    let mut load = Load::default();
     // A slow client that keeps the other connection busy, so queued checkouts time out.
-    load.push(tokio::spawn(run_queries(
-        proxy.must_connect().await,
-        "SELECT pg_sleep(0.7)",
-        stop.clone(),
-    )));
+    load.spawn(proxy.must_connect().await, "SELECT pg_sleep(0.7)");
     // Six quick clients, two more than max_waiting can queue.
     for _ in 0..6 {
-        load.push(tokio::spawn(run_queries(
-            proxy.must_connect().await,
-            "SELECT pg_sleep(0.02)",
-            stop.clone(),
-        )));
+        load.spawn(proxy.must_connect().await, "SELECT pg_sleep(0.02)");
     }
 
     prom.must_eventually_have_data(
@@ -127,7 +119,7 @@ async fn prometheus_scraping_sidepool_under_load_has_data_for_every_dashboard_qu
     let backends = prom
         .label_values(variable(&dash, "backend"), &[("$pool", POOL)])
         .await;
-    assert_eq!(backends, [backend.clone()], "backend values");
+    assert_eq!(backends, std::slice::from_ref(&backend), "backend values");
 
     let mut pending: Vec<(String, String)> = PROVOKED
         .iter()
@@ -180,12 +172,7 @@ async fn prometheus_scraping_sidepool_under_load_has_data_for_every_dashboard_qu
         prom.must_query(query).await;
     }
 
-    stop.store(true, Ordering::Relaxed);
-    let mut succeeded = 0;
-    for task in load {
-        succeeded += task.await.unwrap();
-    }
-    assert!(succeeded > 0, "no query of the load succeeded");
+    assert!(load.finish().await > 0, "no query of the load succeeded");
 
     // Prometheus loaded alerts.yml, evaluates every rule without error, and each rule's
     // expression runs on its own through the query API.
@@ -201,6 +188,37 @@ async fn prometheus_scraping_sidepool_under_load_has_data_for_every_dashboard_qu
 
     prom.stop().await;
     proxy.shutdown().await;
+}
+
+/// The load's client tasks. Dropped unfinished (the test failed), it aborts them, so that they
+/// do not report the database going away as failures of their own.
+#[derive(Default)]
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<u64>>,
+}
+
+impl Load {
+    fn spawn(&mut self, client: tokio_postgres::Client, sql: &'static str) {
+        self.tasks
+            .push(tokio::spawn(run_queries(client, sql, self.stop.clone())));
+    }
+
+    /// Stops the clients; how many queries succeeded in all.
+    async fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut succeeded = 0;
+        for task in self.tasks.drain(..) {
+            succeeded += task.await.unwrap();
+        }
+        succeeded
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
 }
 
 /// Runs `sql` on `client` until `stop`, or [`LOAD_LIMIT`] at most; returns how many succeeded.
