@@ -16,11 +16,11 @@ static SECRET: LazyLock<ScramSecret> =
     LazyLock::new(|| ScramSecret::from_password_with("pencil", b"salt", 1));
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(secret) = ScramSecret::parse(text) {
-            let again = ScramSecret::parse(&secret.to_verifier()).expect("verifier round trip");
-            assert_eq!(again, secret);
-        }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(secret) = ScramSecret::parse(text)
+    {
+        let again = ScramSecret::parse(&secret.to_verifier()).expect("verifier round trip");
+        assert_eq!(again, secret);
     }
     let Some((&mode, data)) = data.split_first() else {
         return;
