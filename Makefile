@@ -4,11 +4,13 @@
 #   make test   install what is missing and run everything: fmt, clippy (warnings denied), tests
 #   make bench  PostgreSQL directly vs sidepool vs PgBouncer, measured by sidepool-loadtest;
 #               writes bench/results.md, bench/results.json and bench/chart.svg (~10 min)
+#   make fuzz   every cargo-fuzz target in protocol/fuzz for FUZZ_SECONDS (default 30) each
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
+FUZZ_SECONDS ?= 30
 
-.PHONY: all deps test fmt-check clippy unit demo bench build release clean
+.PHONY: all deps test fmt-check clippy unit demo bench fuzz build release clean
 
 all: test
 
@@ -37,6 +39,9 @@ demo: deps release
 
 bench: deps
 	@bash scripts/bench.sh
+
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
 clean:
 	$(CARGO) clean

@@ -15,13 +15,15 @@
 //!
 //! This crate must not: open sockets, log, hold global state, or know about the proxy's
 //! settings structs (`proxy` maps `Config` onto them). It reads files only for `load` and
-//! `password_file`; TLS files are merely named here and opened by the proxy.
+//! `password_file` (and looks at the loaded file's permissions for
+//! [`Config::inline_password_exposure`]); TLS files are merely named here and opened by the proxy.
 
 mod addr;
 mod build;
 mod diff;
 mod duration;
 mod error;
+mod exposure;
 mod keyword;
 mod model;
 mod render;
@@ -37,6 +39,7 @@ pub use addr::BackendAddr;
 pub use diff::{ConfigDiff, PoolChange, PoolField, diff};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigErrors, Problem, ProblemKind};
+pub use exposure::InlinePasswordExposure;
 pub use keyword::{
     ClientAuth, ClientTlsMode, Keyword, LeakAction, LogFormat, LogLevel, PoolMode, Protocol,
     ServerTlsMode, UnknownKeyword,

@@ -51,6 +51,15 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => {
             print!("{}", config.to_effective_toml());
+            if let Some(e) = config.inline_password_exposure() {
+                eprintln!(
+                    "sidepool: warning: {} is readable by other users (mode {:03o}) and holds the \
+                     passwords of {}; chmod 600 it, or use password = \"${{ENV}}\" or password_file",
+                    e.path.display(),
+                    e.mode,
+                    e.users.join(", ")
+                );
+            }
             eprintln!("sidepool: {} is valid", cli.config.display());
             ExitCode::SUCCESS
         }
@@ -78,6 +87,7 @@ fn init_logging(config: &Config) {
 
 fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
+    sidepool::settings::warn_inline_passwords(&config);
     let workers = sidepool::settings::worker_threads(config.runtime.workers);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)

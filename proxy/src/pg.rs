@@ -37,12 +37,21 @@ pub type PgPool = Pool<PgConnector, Arc<ClientInfo>>;
 pub type LoginParams = Arc<Vec<(String, String)>>;
 
 /// A configured user: the password sidepool checks clients against and logs in to servers with.
-#[derive(Debug)]
+/// `Debug` shows neither the password nor the SCRAM keys.
 pub struct PgUser {
     /// The cleartext password (md5 and server logins need it).
     pub password: String,
     /// Its SCRAM verifier, computed once (4096 PBKDF2 rounds are too slow per login).
     pub scram: ScramSecret,
+}
+
+impl std::fmt::Debug for PgUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgUser")
+            .field("password", &"<redacted>")
+            .field("scram", &self.scram)
+            .finish()
+    }
 }
 
 /// Everything a PostgreSQL client session of one pool needs. The protocol-neutral part (name,
@@ -96,5 +105,30 @@ impl Service for PgService {
         permit: Option<OwnedSemaphorePermit>,
     ) -> BoxFuture<'static, ()> {
         Box::pin(client::serve(self, stream, addr, permit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::ServerTls;
+
+    #[test]
+    fn debug_output_of_users_and_connectors_hides_passwords() {
+        let user = PgUser {
+            password: "hunter2-user".to_owned(),
+            scram: ScramSecret::from_password_with("hunter2-user", b"salt", 1),
+        };
+        let connector = PgConnector {
+            addr: "db:5432".to_owned(),
+            passwords: [("app".to_owned(), "hunter2-conn".to_owned())].into(),
+            tls: ServerTls::from_config(None, "db").unwrap(),
+        };
+        let shown = format!("{user:?} {connector:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("app") && shown.contains("db:5432"),
+            "{shown}"
+        );
     }
 }

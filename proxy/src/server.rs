@@ -367,7 +367,10 @@ impl Shared {
             return Err("sidepool was not started from a config file".into());
         };
         match sidepool_config::load(&path) {
-            Ok(new) => self.apply(new).await,
+            Ok(new) => {
+                crate::settings::warn_inline_passwords(&new);
+                self.apply(new).await
+            }
             Err(errors) => {
                 self.ctx.telemetry.config_reloaded(false);
                 let msg = format!(

@@ -28,6 +28,20 @@ pub fn pool_settings(limits: &Limits) -> PoolSettings {
     }
 }
 
+/// Logs a warning when the config file holds passwords and others can read it (at start and
+/// after every reload).
+pub fn warn_inline_passwords(config: &sidepool_config::Config) {
+    if let Some(e) = config.inline_password_exposure() {
+        tracing::warn!(
+            config = %e.path.display(),
+            mode = %format_args!("{:03o}", e.mode),
+            users = ?e.users,
+            "config file holding inline passwords is readable by other users; chmod 600 it, \
+             or use password = \"${{ENV}}\" or password_file"
+        );
+    }
+}
+
 /// Leak detection settings from a pool's `[pools.leaks]`.
 pub fn leak_settings(l: &sidepool_config::Leaks) -> crate::leaks::LeakSettings {
     crate::leaks::LeakSettings {

@@ -104,3 +104,42 @@ fn running_with_an_invalid_config_exits_64_before_listening() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn check_warns_when_a_file_with_inline_passwords_is_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inline.toml");
+    std::fs::write(
+        &path,
+        r#"[[pools]]
+name = "app"
+protocol = "postgres"
+listen = "127.0.0.1:6432"
+primary = "db.internal:5432"
+
+[[pools.users]]
+name = "alice"
+password = "inline-hunter2"
+"#,
+    )
+    .unwrap();
+    let check = |mode| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = sidepool()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("inline-hunter2"), "{stderr}");
+        stderr
+    };
+    let shared = check(0o644);
+    assert!(
+        shared.contains("warning") && shared.contains("mode 644") && shared.contains("app/alice"),
+        "{shared}"
+    );
+    assert!(!check(0o600).contains("warning"));
+}

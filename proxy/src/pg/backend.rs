@@ -28,8 +28,8 @@ pub struct ConnKey {
     pub database: Arc<str>,
 }
 
-/// Opens server connections for one backend of one pool.
-#[derive(Debug)]
+/// Opens server connections for one backend of one pool. `Debug` names the users, not their
+/// passwords.
 pub struct PgConnector {
     /// `host:port` of the backend, resolved on every connect (DNS may move in Kubernetes).
     pub addr: String,
@@ -37,6 +37,16 @@ pub struct PgConnector {
     pub passwords: BTreeMap<String, String>,
     /// TLS to the server (`[pools.tls] server_mode`).
     pub tls: ServerTls,
+}
+
+impl std::fmt::Debug for PgConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConnector")
+            .field("addr", &self.addr)
+            .field("users", &self.passwords.keys().collect::<Vec<_>>())
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl sidepool_pool::Connector for PgConnector {
