@@ -126,11 +126,7 @@ impl Ledger {
             .collect::<Result<_, tokio_postgres::Error>>()?;
         drop(client);
         let _ = driver.await;
-        let lost = outcome
-            .acknowledged
-            .difference(&stored)
-            .copied()
-            .collect();
+        let lost = outcome.acknowledged.difference(&stored).copied().collect();
         let phantom = stored
             .iter()
             .filter(|k| !outcome.acknowledged.contains(k) && !outcome.unknown.contains(k))

@@ -8,6 +8,7 @@
 //! carry an install hint instead).
 
 pub mod error;
+pub mod ledger;
 pub mod load;
 pub mod testbed;
 

@@ -192,8 +192,17 @@ async fn read_packet(
     buf: &mut BytesMut,
 ) -> Result<Option<Bytes>, SessionError> {
     loop {
-        if let Some(n) = startup::check(buf).map_err(SessionError::ClientProtocol)? {
-            return Ok(Some(buf.split_to(n).freeze()));
+        match startup::check(buf) {
+            Ok(Some(n)) => return Ok(Some(buf.split_to(n).freeze())),
+            Ok(None) => {}
+            Err(e) => {
+                // Oversized or malformed: say so in the protocol's own terms, then close.
+                let msg = format!("sidepool: invalid startup packet: {e}");
+                let _ = stream
+                    .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, &msg, None))
+                    .await;
+                return Err(SessionError::ClientProtocol(e));
+            }
         }
         if stream.read_buf(buf).await.map_err(SessionError::ClientIo)? == 0 {
             return Ok(None);
