@@ -37,7 +37,8 @@
 //! A backslash inside a plain string means different things depending on server settings
 //! (`standard_conforming_strings`, `NO_BACKSLASH_ESCAPES`, `ANSI_QUOTES`). When one appears and
 //! the text looks like a read, it is classified again under the other setting, and it goes to
-//! a replica only if both readings agree.
+//! a replica only if that reading is a read too, or does not parse at all (then the server would
+//! reject it in that mode).
 //!
 //! Hints: a comment before the first token, `/* sidepool:primary */` or
 //! `/* sidepool:replica */` (also as `--` or MySQL `#` comments; case-insensitive). A primary
@@ -135,12 +136,13 @@ pub fn classify(sql: &[u8], dialect: Dialect, extra: &WriteFunctions) -> Classif
         functions: extra,
     };
     let default_escapes = dialect == Dialect::MySql;
-    let (mut kind, mut broken, ambiguous) = classify_text(sql, &rules, default_escapes);
+    let (mut kind, broken, ambiguous) = classify_text(sql, &rules, default_escapes);
     if kind == StatementKind::Read && ambiguous {
+        // The other reading counts only if it parses: unterminated there, the server in that
+        // mode would reject the text before running any of it.
         let (other, other_broken, _) = classify_text(sql, &rules, !default_escapes);
-        if other != StatementKind::Read {
+        if other != StatementKind::Read && !other_broken {
             kind = other;
-            broken = other_broken;
         }
     }
     Classified {
