@@ -143,7 +143,9 @@ fn starts_with(mut name: impl Iterator<Item = u8>, prefix: &[u8]) -> bool {
 }
 
 fn is_builtin(name: &[u8]) -> bool {
-    BUILTIN.iter().any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+    BUILTIN
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
         || BUILTIN_PREFIXES.iter().any(|p| {
             name.get(..p.len())
                 .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes()))

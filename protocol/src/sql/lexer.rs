@@ -334,13 +334,7 @@ impl<'a> Lexer<'a> {
                     self.pos = start + 2;
                     continue;
                 }
-                b'\'' => self.quoted(
-                    TokenKind::String,
-                    start,
-                    1,
-                    b'\'',
-                    Backslash::ModeDependent,
-                ),
+                b'\'' => self.quoted(TokenKind::String, start, 1, b'\'', Backslash::ModeDependent),
                 b'"' if mysql => {
                     self.quoted(TokenKind::String, start, 1, b'"', Backslash::ModeDependent)
                 }

@@ -97,12 +97,54 @@ pub(super) struct Rules<'f> {
 
 /// Statements that change data, schema, locks or server state, by first keyword.
 const WRITE_STATEMENTS: &[&str] = &[
-    "insert", "update", "delete", "merge", "upsert", "replace", "create", "alter", "drop",
-    "truncate", "rename", "grant", "revoke", "comment", "vacuum", "analyze", "analyse", "cluster",
-    "reindex", "refresh", "lock", "unlock", "call", "do", "notify", "checkpoint", "import",
-    "security", "reassign", "load", "optimize", "repair", "flush", "purge", "kill", "install",
-    "uninstall", "change", "handler", "xa", "binlog", "cache", "backup", "restore", "split",
-    "flashback", "recover", "admin",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "upsert",
+    "replace",
+    "create",
+    "alter",
+    "drop",
+    "truncate",
+    "rename",
+    "grant",
+    "revoke",
+    "comment",
+    "vacuum",
+    "analyze",
+    "analyse",
+    "cluster",
+    "reindex",
+    "refresh",
+    "lock",
+    "unlock",
+    "call",
+    "do",
+    "notify",
+    "checkpoint",
+    "import",
+    "security",
+    "reassign",
+    "load",
+    "optimize",
+    "repair",
+    "flush",
+    "purge",
+    "kill",
+    "install",
+    "uninstall",
+    "change",
+    "handler",
+    "xa",
+    "binlog",
+    "cache",
+    "backup",
+    "restore",
+    "split",
+    "flashback",
+    "recover",
+    "admin",
 ];
 
 /// MySQL `SHOW` forms whose answer belongs to one connection or one server (the previous
@@ -136,7 +178,12 @@ impl Rules<'_> {
         Some(kind)
     }
 
-    fn statement_from(&self, first: Token<'_>, cur: &mut Cursor<'_>, explained: bool) -> StatementKind {
+    fn statement_from(
+        &self,
+        first: Token<'_>,
+        cur: &mut Cursor<'_>,
+        explained: bool,
+    ) -> StatementKind {
         if first.is_punct(b'(') {
             return self.parenthesized_query(cur);
         }
@@ -256,7 +303,11 @@ impl Rules<'_> {
     }
 
     fn show(&self, cur: &mut Cursor<'_>) -> StatementKind {
-        if cur.next_is("full") || cur.next_is("global") || cur.next_is("session") || cur.next_is("local") {
+        if cur.next_is("full")
+            || cur.next_is("global")
+            || cur.next_is("session")
+            || cur.next_is("local")
+        {
             cur.next();
         }
         let on_primary = cur
@@ -328,8 +379,21 @@ fn is_statement_keyword(tok: Token<'_>) -> bool {
 /// grammar (MariaDB `BEGIN NOT ATOMIC ... END` is a compound statement) is not a `BEGIN`.
 fn begin(cur: &mut Cursor<'_>) -> StatementKind {
     const MODES: &[&str] = &[
-        "work", "transaction", "isolation", "level", "serializable", "repeatable", "read",
-        "committed", "uncommitted", "write", "only", "not", "deferrable", "with", "consistent",
+        "work",
+        "transaction",
+        "isolation",
+        "level",
+        "serializable",
+        "repeatable",
+        "read",
+        "committed",
+        "uncommitted",
+        "write",
+        "only",
+        "not",
+        "deferrable",
+        "with",
+        "consistent",
         "snapshot",
     ];
     match transaction_modes(cur, MODES) {
@@ -379,9 +443,23 @@ fn end_of_transaction(cur: &mut Cursor<'_>, kind: StatementKind) -> StatementKin
 /// `SET`: session settings, transaction characteristics, or server-wide changes (writes).
 fn set(cur: &mut Cursor<'_>) -> StatementKind {
     const MODES: &[&str] = &[
-        "transaction", "isolation", "level", "serializable", "repeatable", "read", "committed",
-        "uncommitted", "write", "only", "not", "deferrable", "session", "local", "characteristics",
-        "as", "snapshot",
+        "transaction",
+        "isolation",
+        "level",
+        "serializable",
+        "repeatable",
+        "read",
+        "committed",
+        "uncommitted",
+        "write",
+        "only",
+        "not",
+        "deferrable",
+        "session",
+        "local",
+        "characteristics",
+        "as",
+        "snapshot",
     ];
     let Some(second) = cur.peek() else {
         return StatementKind::Other;
