@@ -1,7 +1,8 @@
 //! sidepool-protocol: the wire protocols sidepool speaks, as pure code (no sockets, no tokio).
 //!
-//! Owns framing, message types, handshake and authentication codecs for PostgreSQL (`pg`), and
-//! later MySQL (`mysql`), Dameng (`dm`) and SQL classification (`sql`). It must not do I/O, know
+//! Owns framing, message types, handshake and authentication codecs for PostgreSQL (`pg`), SQL
+//! statement classification for read/write splitting (`sql`), and later MySQL (`mysql`) and
+//! Dameng (`dm`). It must not do I/O, know
 //! about pools or configuration, or depend on any other sidepool crate.
 //!
 //! Every function that reads bytes treats them as hostile: lengths are checked against a cap
@@ -10,5 +11,6 @@
 
 pub mod error;
 pub mod pg;
+pub mod sql;
 
 pub use error::{ErrorKind, ProtocolError, Result};
