@@ -1,7 +1,7 @@
 //! sidepool-protocol: the wire protocols sidepool speaks, as pure code (no sockets, no tokio).
 //!
-//! Owns framing, message types, handshake and authentication codecs for PostgreSQL (`pg`), and
-//! later MySQL (`mysql`), Dameng (`dm`) and SQL classification (`sql`). It must not do I/O, know
+//! Owns framing, message types, handshake and authentication codecs for PostgreSQL (`pg`), MySQL
+//! (`mysql`), and later Dameng (`dm`) and SQL classification (`sql`). It must not do I/O, know
 //! about pools or configuration, or depend on any other sidepool crate.
 //!
 //! Every function that reads bytes treats them as hostile: lengths are checked against a cap
@@ -9,6 +9,7 @@
 //! normal value (`Ok(None)`), not an error.
 
 pub mod error;
+pub mod mysql;
 pub mod pg;
 
 pub use error::{ErrorKind, ProtocolError, Result};
