@@ -9,6 +9,7 @@ pub mod admin;
 pub mod error;
 pub mod io;
 pub mod leaks;
+pub mod mysql;
 pub mod pg;
 pub mod server;
 pub mod session;
