@@ -79,15 +79,19 @@ pub struct MyService {
 impl MyService {
     /// The service of a `mysql`/`tidb` pool.
     pub fn new(p: &PoolConfig, telemetry: &Telemetry) -> MyService {
-        let users: HashMap<String, String> =
-            p.users.iter().map(|u| (u.name.clone(), u.password.expose().to_owned())).collect();
+        let users: HashMap<String, String> = p
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.password.expose().to_owned()))
+            .collect();
         let greeting = Arc::new(Mutex::new(None));
         let connector = MyConnector {
             addr: p.primary.to_string(),
             passwords: users.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             greeting: greeting.clone(),
         };
-        let metrics = Arc::new(telemetry.pool_metrics(&p.name, &p.primary.to_string(), Role::Primary));
+        let metrics =
+            Arc::new(telemetry.pool_metrics(&p.name, &p.primary.to_string(), Role::Primary));
         MyService {
             name: p.name.as_str().into(),
             protocol: p.protocol,
@@ -112,7 +116,11 @@ impl MyService {
 }
 
 /// Accepts clients of one MySQL pool until `stop` turns true, at most `max_clients` served.
-pub async fn accept_loop(listener: TcpListener, svc: Arc<MyService>, mut stop: watch::Receiver<bool>) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    svc: Arc<MyService>,
+    mut stop: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(svc.max_clients as usize));
     loop {
         let accepted = tokio::select! {

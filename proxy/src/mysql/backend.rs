@@ -9,7 +9,9 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use sidepool_protocol::mysql::handshake::{self, Greeting, HandshakeResponse41};
 use sidepool_protocol::mysql::response::{self, Event, Expect, OkPacket, PrepareOk, Tracker};
-use sidepool_protocol::mysql::{CapabilityFlags, StatusFlags, auth, command, lenenc_int, lenenc_str, packet};
+use sidepool_protocol::mysql::{
+    CapabilityFlags, StatusFlags, auth, command, lenenc_int, lenenc_str, packet,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -80,7 +82,11 @@ impl sidepool_pool::Connector for MyConnector {
     type Error = BackendError;
 
     async fn connect(&self, key: &ConnKey) -> Result<ServerConn, BackendError> {
-        let password = self.passwords.get(&*key.user).map(String::as_str).unwrap_or("");
+        let password = self
+            .passwords
+            .get(&*key.user)
+            .map(String::as_str)
+            .unwrap_or("");
         let conn = ServerConn::connect(&self.addr, key, password).await?;
         *self.greeting.lock() = Some(conn.greeting.clone());
         Ok(conn)
@@ -109,11 +115,20 @@ impl Prepared {
     /// the least recently used one when over `capacity`.
     pub fn insert(&mut self, sql: Bytes, id: u32, capacity: usize) -> Vec<u32> {
         self.clock += 1;
-        let mut close: Vec<u32> = self.by_sql.insert(sql, (id, self.clock)).map(|(old, _)| old).into_iter().collect();
-        if self.by_sql.len() > capacity.max(1) {
-            if let Some(victim) = self.by_sql.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) {
-                close.extend(self.by_sql.remove(&victim).map(|(id, _)| id));
-            }
+        let mut close: Vec<u32> = self
+            .by_sql
+            .insert(sql, (id, self.clock))
+            .map(|(old, _)| old)
+            .into_iter()
+            .collect();
+        if self.by_sql.len() > capacity.max(1)
+            && let Some(victim) = self
+                .by_sql
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            close.extend(self.by_sql.remove(&victim).map(|(id, _)| id));
         }
         close
     }
@@ -172,8 +187,15 @@ impl ServerConn {
     ///
     /// # Errors
     /// Unreachable address, an unsupported auth plugin, or the server's ERR (kept whole).
-    pub async fn connect(addr: &str, key: &ConnKey, password: &str) -> Result<ServerConn, BackendError> {
-        let io = |e| BackendError::Io { addr: addr.to_owned(), source: e };
+    pub async fn connect(
+        addr: &str,
+        key: &ConnKey,
+        password: &str,
+    ) -> Result<ServerConn, BackendError> {
+        let io = |e| BackendError::Io {
+            addr: addr.to_owned(),
+            source: e,
+        };
         let tcp = TcpStream::connect(addr).await.map_err(io)?;
         tcp.set_nodelay(true).map_err(io)?;
         let mut conn = ServerConn {
@@ -204,8 +226,12 @@ impl ServerConn {
             "" => auth::NATIVE.to_owned(),
             p => p.to_owned(),
         };
-        let scramble = auth::scramble(&plugin, &greeting.nonce, password.as_bytes())
-            .ok_or_else(|| BackendError::UnsupportedAuth { what: plugin.clone() })?;
+        let scramble =
+            auth::scramble(&plugin, &greeting.nonce, password.as_bytes()).ok_or_else(|| {
+                BackendError::UnsupportedAuth {
+                    what: plugin.clone(),
+                }
+            })?;
         let hello = HandshakeResponse41 {
             capabilities: caps,
             max_packet_size: handshake::MAX_PACKET_SIZE,
@@ -235,8 +261,12 @@ impl ServerConn {
                 Some(auth::AUTH_SWITCH) => {
                     let (plugin, data) = auth::parse_auth_switch(&msg)?;
                     nonce = data;
-                    let reply = auth::scramble(&plugin, &nonce, password.as_bytes())
-                        .ok_or_else(|| BackendError::UnsupportedAuth { what: plugin.clone() })?;
+                    let reply =
+                        auth::scramble(&plugin, &nonce, password.as_bytes()).ok_or_else(|| {
+                            BackendError::UnsupportedAuth {
+                                what: plugin.clone(),
+                            }
+                        })?;
                     self.send(next, &reply).await?;
                 }
                 Some(auth::AUTH_MORE_DATA) => match msg.get(1..) {
@@ -267,20 +297,31 @@ impl ServerConn {
             state: "HY000".into(),
             message: "malformed ERR packet".into(),
         });
-        BackendError::MySqlServer { code: e.code, message: e.message, payload: Bytes::from(payload) }
+        BackendError::MySqlServer {
+            code: e.code,
+            message: e.message,
+            payload: Bytes::from(payload),
+        }
     }
 
     fn unexpected(&self, what: &'static str) -> BackendError {
-        BackendError::Unexpected { addr: self.addr.clone(), what }
+        BackendError::Unexpected {
+            addr: self.addr.clone(),
+            what,
+        }
     }
 
     fn io(&self, e: std::io::Error) -> BackendError {
-        BackendError::Io { addr: self.addr.clone(), source: e }
+        BackendError::Io {
+            addr: self.addr.clone(),
+            source: e,
+        }
     }
 
     /// CLIENT_DEPRECATE_EOF was negotiated.
     pub fn deprecate_eof(&self) -> bool {
-        self.capabilities.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+        self.capabilities
+            .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
     }
 
     /// True when the idle socket shows the connection is gone or the server said something
@@ -301,9 +342,15 @@ impl ServerConn {
                 let _ = self.buf.split_to(l.consumed);
                 return Ok((l.last_seq, l.payload));
             }
-            let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| self.io(e))?;
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| self.io(e))?;
             if n == 0 {
-                return Err(BackendError::Closed { addr: self.addr.clone() });
+                return Err(BackendError::Closed {
+                    addr: self.addr.clone(),
+                });
             }
         }
     }
@@ -346,27 +393,35 @@ impl ServerConn {
         Ok(match (first.first().copied(), expect) {
             (Some(response::ERR), _) => Reply::Err(Bytes::from(first)),
             (_, Expect::Prepare) => Reply::Prepared(response::parse_prepare_ok(&first)?),
-            (Some(response::OK), _) | (_, Expect::Ok) => Reply::Ok(response::parse_ok(&first).unwrap_or(OkPacket {
-                affected_rows: 0,
-                last_insert_id: 0,
-                status: self.status,
-                warnings: 0,
-            })),
+            (Some(response::OK), _) | (_, Expect::Ok) => {
+                Reply::Ok(response::parse_ok(&first).unwrap_or(OkPacket {
+                    affected_rows: 0,
+                    last_insert_id: 0,
+                    status: self.status,
+                    warnings: 0,
+                }))
+            }
             _ => Reply::Rows(self.text_rows(&packets)),
         })
     }
 
     /// The rows of a text result set's packets (column count, definitions, [EOF], rows, end).
     fn text_rows(&self, packets: &[Vec<u8>]) -> Vec<Vec<Option<String>>> {
-        let columns = packets.first().and_then(|p| lenenc_int(p)).map_or(0, |(n, _)| n as usize);
+        let columns = packets
+            .first()
+            .and_then(|p| lenenc_int(p))
+            .map_or(0, |(n, _)| n as usize);
         let skip = 1 + columns + usize::from(!self.deprecate_eof());
-        let rows = packets.get(skip..packets.len().saturating_sub(1)).unwrap_or_default();
+        let rows = packets
+            .get(skip..packets.len().saturating_sub(1))
+            .unwrap_or_default();
         rows.iter()
             .map(|row| {
                 let mut at = 0;
                 (0..columns)
                     .map(|_| {
-                        let (v, n) = lenenc_str(row.get(at..).unwrap_or_default()).unwrap_or((None, row.len()));
+                        let (v, n) = lenenc_str(row.get(at..).unwrap_or_default())
+                            .unwrap_or((None, row.len()));
                         at += n;
                         v.map(|b| String::from_utf8_lossy(b).into_owned())
                     })

@@ -49,7 +49,12 @@ pub struct Login {
 
 /// Serves one accepted client connection to the end. `permit` is `None` when the pool's
 /// `max_clients` is exhausted: the client gets error 1040 instead of a greeting.
-pub async fn serve(svc: Arc<MyService>, tcp: TcpStream, addr: SocketAddr, permit: Option<OwnedSemaphorePermit>) {
+pub async fn serve(
+    svc: Arc<MyService>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+) {
     let _ = tcp.set_nodelay(true);
     let mut stream = Stream::Plain(tcp);
     if permit.is_none() {
@@ -58,7 +63,9 @@ pub async fn serve(svc: Arc<MyService>, tcp: TcpStream, addr: SocketAddr, permit
              [pools.limits] max_clients, or use fewer connections per application instance",
             svc.name, svc.max_clients
         );
-        let _ = stream.write_all(&errors::error(0, TOO_MANY_CONNECTIONS, &msg)).await;
+        let _ = stream
+            .write_all(&errors::error(0, TOO_MANY_CONNECTIONS, &msg))
+            .await;
         warn!(pool = %svc.name, client.addr = %addr, "client rejected: max_clients reached");
         svc.metrics.rejected_max_clients();
         return;
@@ -67,18 +74,23 @@ pub async fn serve(svc: Arc<MyService>, tcp: TcpStream, addr: SocketAddr, permit
     let span = tracing::info_span!("client", pool = %svc.name, client.addr = %addr);
     let result = async {
         let mut buf = BytesMut::with_capacity(1024);
-        let login = match tokio::time::timeout(LOGIN_TIMEOUT, login(&svc, &mut stream, &mut buf, addr)).await {
-            Ok(Ok(Some(login))) => login,
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(SessionError::LoginTimeout(LOGIN_TIMEOUT)),
-        };
+        let login =
+            match tokio::time::timeout(LOGIN_TIMEOUT, login(&svc, &mut stream, &mut buf, addr))
+                .await
+            {
+                Ok(Ok(Some(login))) => login,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(SessionError::LoginTimeout(LOGIN_TIMEOUT)),
+            };
         debug!(user = %login.info.user, database = %login.info.database, "client authenticated");
         Relay::start(svc.clone(), stream, buf, login).await
     };
     if let Err(e) = result.instrument(span.clone()).await {
         match e.side() {
-            crate::error::Side::Client => debug!(parent: &span, error = %chain(&e), "client session ended"),
+            crate::error::Side::Client => {
+                debug!(parent: &span, error = %chain(&e), "client session ended")
+            }
             _ => info!(parent: &span, error = %chain(&e), "client session failed"),
         }
     }
@@ -95,7 +107,13 @@ async fn backend_greeting(svc: &MyService, addr: SocketAddr) -> Result<Greeting,
         capabilities: KEYED_CAPABILITIES,
         collation: 45,
     };
-    let info = Arc::new(ClientInfo::new(svc.name.clone(), addr, user, String::new(), String::new()));
+    let info = Arc::new(ClientInfo::new(
+        svc.name.clone(),
+        addr,
+        user,
+        String::new(),
+        String::new(),
+    ));
     match svc.primary.get(&key, info).await {
         Ok(conn) => {
             let g = conn.greeting.clone();
@@ -106,9 +124,14 @@ async fn backend_greeting(svc: &MyService, addr: SocketAddr) -> Result<Greeting,
     }
 }
 
-async fn read_packet(stream: &mut Stream, buf: &mut BytesMut) -> Result<Option<(u8, Vec<u8>)>, SessionError> {
+async fn read_packet(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> Result<Option<(u8, Vec<u8>)>, SessionError> {
     loop {
-        if let Some(l) = packet::read_logical(buf, MAX_LOGIN_PACKET).map_err(SessionError::ClientProtocol)? {
+        if let Some(l) =
+            packet::read_logical(buf, MAX_LOGIN_PACKET).map_err(SessionError::ClientProtocol)?
+        {
             let _ = buf.split_to(l.consumed);
             return Ok(Some((l.last_seq, l.payload)));
         }
@@ -119,7 +142,10 @@ async fn read_packet(stream: &mut Stream, buf: &mut BytesMut) -> Result<Option<(
 }
 
 async fn send(stream: &mut Stream, bytes: &[u8]) -> Result<(), SessionError> {
-    stream.write_all(bytes).await.map_err(SessionError::ClientIo)
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(SessionError::ClientIo)
 }
 
 /// Greets and authenticates. `Ok(None)`: the client failed or left (it was told).
@@ -157,26 +183,36 @@ async fn login(
     };
     if handshake::parse_ssl_request(&payload).is_some() {
         let msg = "sidepool: this pool does not offer TLS to clients; connect without TLS (--ssl-mode=DISABLED)";
-        let _ = send(stream, &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, msg)).await;
+        let _ = send(
+            stream,
+            &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, msg),
+        )
+        .await;
         return Ok(None);
     }
     let hello = match handshake::parse_handshake_response(&payload) {
         Ok(h) => h,
         Err(e) => {
             let msg = format!("sidepool: bad handshake: {e}");
-            let _ = send(stream, &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, &msg)).await;
+            let _ = send(
+                stream,
+                &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, &msg),
+            )
+            .await;
             return Err(SessionError::ClientProtocol(e));
         }
     };
     let mut next = seq.wrapping_add(1);
-    let span = tracing::Span::current();
-    span.record("user", hello.user.as_str());
     if !authenticate(svc, stream, buf, &hello, plugin, &nonce, &mut next).await? {
         let msg = format!(
             "Access denied for user '{}'@'{}' (using password: {})",
             hello.user,
             addr.ip(),
-            if hello.auth_response.is_empty() { "NO" } else { "YES" }
+            if hello.auth_response.is_empty() {
+                "NO"
+            } else {
+                "YES"
+            }
         );
         warn!(user = %hello.user, "client authentication failed");
         let _ = send(stream, &errors::error(next, ACCESS_DENIED, &msg)).await;
@@ -188,7 +224,10 @@ async fn login(
         addr,
         hello.user.clone(),
         hello.database.clone().unwrap_or_default(),
-        hello.attribute("program_name").unwrap_or_default().to_owned(),
+        hello
+            .attribute("program_name")
+            .unwrap_or_default()
+            .to_owned(),
     ));
     Ok(Some(Login {
         info,
@@ -220,7 +259,11 @@ async fn authenticate(
     let mut nonce = nonce.to_vec();
     if hello.auth_plugin.as_deref().unwrap_or(auth::NATIVE) != plugin {
         nonce = auth::new_nonce().to_vec();
-        send(stream, &packet::encode(*next, &auth::auth_switch_request(plugin, &nonce))).await?;
+        send(
+            stream,
+            &packet::encode(*next, &auth::auth_switch_request(plugin, &nonce)),
+        )
+        .await?;
         let Some((seq, payload)) = read_packet(stream, buf).await? else {
             return Ok(false);
         };
@@ -231,7 +274,11 @@ async fn authenticate(
     let ok = password.is_some_and(|p| auth::verify(plugin, &nonce, p.as_bytes(), &response));
     if ok && plugin == auth::CACHING_SHA2 {
         // The scramble matched: caching_sha2's fast path, no full authentication needed.
-        send(stream, &packet::encode(*next, &auth::auth_more_data(&[auth::FAST_AUTH_SUCCESS]))).await?;
+        send(
+            stream,
+            &packet::encode(*next, &auth::auth_more_data(&[auth::FAST_AUTH_SUCCESS])),
+        )
+        .await?;
         *next = next.wrapping_add(1);
     }
     Ok(ok)

@@ -47,14 +47,20 @@ fn tokens(sql: &str) -> Vec<Token> {
                     i += 1;
                 }
                 i += 1;
-                out.push(if c == b'`' { Token::Word(String::new()) } else { Token::Literal });
+                out.push(if c == b'`' {
+                    Token::Word(String::new())
+                } else {
+                    Token::Literal
+                });
             }
             b'#' => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
                 }
             }
-            b'-' if b.get(i + 1) == Some(&b'-') && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) => {
+            b'-' if b.get(i + 1) == Some(&b'-')
+                && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
                 }
@@ -81,7 +87,10 @@ fn tokens(sql: &str) -> Vec<Token> {
                     i += 2;
                 } else {
                     i += 1;
-                    if b.get(i).is_some_and(|c| word_char(*c) || matches!(c, b'`' | b'\'' | b'"')) && !out.is_empty_literal_before() {
+                    if b.get(i)
+                        .is_some_and(|c| word_char(*c) || matches!(c, b'`' | b'\'' | b'"'))
+                        && !out.is_empty_literal_before()
+                    {
                         out.push(Token::UserVar);
                     }
                 }
@@ -137,11 +146,14 @@ pub fn effects(sql: &str) -> Vec<Effect> {
 }
 
 fn statement_effects(stmt: &[Token], out: &mut Vec<Effect>) {
-    if stmt.iter().any(|t| *t == Token::UserVar) {
+    if stmt.contains(&Token::UserVar) {
         out.push(Effect::Pin("user variable"));
     }
     for (word, reason) in PIN_WORDS {
-        if stmt.iter().any(|t| matches!(t, Token::Word(w) if w == word)) {
+        if stmt
+            .iter()
+            .any(|t| matches!(t, Token::Word(w) if w == word))
+        {
             out.push(Effect::Pin(reason));
         }
     }
@@ -169,7 +181,12 @@ fn statement_effects(stmt: &[Token], out: &mut Vec<Effect>) {
 
 /// `SET a = 1, SESSION b = 2, @@session.c = 3, NAMES x, CHARACTER SET y, …`.
 fn set_effects(toks: &[Token], out: &mut Vec<Effect>) {
-    let charset = ["character_set_client", "character_set_connection", "character_set_results", "collation_connection"];
+    let charset = [
+        "character_set_client",
+        "character_set_connection",
+        "character_set_results",
+        "collation_connection",
+    ];
     if is_word(toks.first(), "STATEMENT") {
         return; // MariaDB `SET STATEMENT … FOR`: per statement only
     }
@@ -201,7 +218,9 @@ fn set_effects(toks: &[Token], out: &mut Vec<Effect>) {
         }
         if toks.get(i) == Some(&Token::SysVar) {
             i += 1;
-            if let (Some(Token::Word(scope)), Some(Token::Punct('.'))) = (toks.get(i), toks.get(i + 1)) {
+            if let (Some(Token::Word(scope)), Some(Token::Punct('.'))) =
+                (toks.get(i), toks.get(i + 1))
+            {
                 global |= scope == "GLOBAL" || scope.starts_with("PERSIST");
                 i += 2;
             }
@@ -242,7 +261,9 @@ fn set_effects(toks: &[Token], out: &mut Vec<Effect>) {
 /// True when `sql` reads the id the previous statement generated (`LAST_INSERT_ID()`,
 /// `@@identity`, `@@last_insert_id`).
 pub fn reads_last_insert_id(sql: &str) -> bool {
-    tokens(sql).iter().any(|t| matches!(t, Token::Word(w) if w == "LAST_INSERT_ID" || w == "IDENTITY"))
+    tokens(sql)
+        .iter()
+        .any(|t| matches!(t, Token::Word(w) if w == "LAST_INSERT_ID" || w == "IDENTITY"))
 }
 
 #[cfg(test)]
@@ -258,7 +279,9 @@ mod tests {
     fn session_sets_are_tracked_and_global_ones_are_not() {
         assert_eq!(effects("SET autocommit = 0"), vec![var("autocommit")]);
         assert_eq!(
-            effects("set session sql_mode='ANSI', @@time_zone = '+00:00', @@session.wait_timeout=5, GLOBAL max_connections=1"),
+            effects(
+                "set session sql_mode='ANSI', @@time_zone = '+00:00', @@session.wait_timeout=5, GLOBAL max_connections=1"
+            ),
             vec![var("sql_mode"), var("time_zone"), var("wait_timeout")]
         );
         assert_eq!(effects("SET @@global.sql_mode = ''"), vec![]);
@@ -268,9 +291,18 @@ mod tests {
             effects("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"),
             vec![var("transaction_isolation"), var("transaction_read_only")]
         );
-        assert_eq!(effects("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), vec![HoldNext]);
-        assert_eq!(effects("SET STATEMENT max_statement_time=1 FOR SELECT 1"), vec![]);
-        assert_eq!(effects("SET sql_mode = CONCAT(@@sql_mode, ',ANSI'), x = 1"), vec![var("sql_mode"), var("x")]);
+        assert_eq!(
+            effects("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            vec![HoldNext]
+        );
+        assert_eq!(
+            effects("SET STATEMENT max_statement_time=1 FOR SELECT 1"),
+            vec![]
+        );
+        assert_eq!(
+            effects("SET sql_mode = CONCAT(@@sql_mode, ',ANSI'), x = 1"),
+            vec![var("sql_mode"), var("x")]
+        );
         assert_eq!(effects("use app; select 1"), vec![Schema]);
     }
 
@@ -319,7 +351,20 @@ mod tests {
 
     #[test]
     fn hostile_text_does_not_panic() {
-        for sql in ["'", "\"\\", "/*", "/*!", "@", "SET", "SET SESSION", "SET @@", "SET @@session.", "--", "é@é", "SET (((,"] {
+        for sql in [
+            "'",
+            "\"\\",
+            "/*",
+            "/*!",
+            "@",
+            "SET",
+            "SET SESSION",
+            "SET @@",
+            "SET @@session.",
+            "--",
+            "é@é",
+            "SET (((,",
+        ] {
             let _ = effects(sql);
         }
     }

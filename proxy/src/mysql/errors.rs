@@ -56,9 +56,11 @@ pub fn checkout_failed(pool: &str, backend: &str, e: &PoolError<BackendError>) -
         } => (
             TOO_MANY_CONNECTIONS,
             format!(
-                "sidepool: pool \"{pool}\" had no free server connection within {waited:?} \
+                "sidepool: pool \"{pool}\" had no free server connection within {:?} \
                  ({in_use}/{max_open} in use, {waiting} waiting); raise [pools.limits] max_open \
-                 or wait_timeout, or find the clients that hold connections"
+                 or wait_timeout, or find the clients that hold connections",
+                // Tenths of a second: the configured wait, not the timer's jitter.
+                std::time::Duration::from_millis((waited.as_millis() as u64 + 50) / 100 * 100)
             ),
         ),
         PoolError::Rejected {

@@ -104,7 +104,12 @@ impl Relay {
     ///
     /// # Errors
     /// Client or server I/O and protocol failures.
-    pub async fn start(svc: Arc<MyService>, client: Stream, buf: BytesMut, login: Login) -> Result<(), SessionError> {
+    pub async fn start(
+        svc: Arc<MyService>,
+        client: Stream,
+        buf: BytesMut,
+        login: Login,
+    ) -> Result<(), SessionError> {
         let schema = Some(login.info.database.clone()).filter(|d| !d.is_empty());
         let mut relay = Relay {
             session_mode: svc.mode == PoolMode::Session,
@@ -112,7 +117,10 @@ impl Relay {
             client,
             buf,
             out: Vec::new(),
-            state: SessionState { schema, vars: Default::default() },
+            state: SessionState {
+                schema,
+                vars: Default::default(),
+            },
             login,
             server: None,
             statements: HashMap::new(),
@@ -126,10 +134,10 @@ impl Relay {
         if relay.pinned.is_some() {
             relay.svc.pinned.fetch_sub(1, Relaxed);
         }
-        if result.is_err() {
-            if let Some(att) = relay.server.take() {
-                att.conn.discard();
-            }
+        if result.is_err()
+            && let Some(att) = relay.server.take()
+        {
+            att.conn.discard();
         }
         result
     }
@@ -148,8 +156,15 @@ impl Relay {
                 }
                 Next::Gone => return self.finish(true).await,
                 Next::Killed => {
-                    let reason = self.login.info.kill_reason().unwrap_or_else(|| "sidepool: terminating connection".into());
-                    let _ = self.client.write_all(&errors::error(0, CLIENT_INTERACTION_TIMEOUT, &reason)).await;
+                    let reason = self
+                        .login
+                        .info
+                        .kill_reason()
+                        .unwrap_or_else(|| "sidepool: terminating connection".into());
+                    let _ = self
+                        .client
+                        .write_all(&errors::error(0, CLIENT_INTERACTION_TIMEOUT, &reason))
+                        .await;
                     let _ = self.client.shutdown().await;
                     return self.finish(false).await;
                 }
@@ -162,22 +177,35 @@ impl Relay {
     async fn finish_login(&mut self, seq: u8) -> Result<bool, SessionError> {
         let known = match &self.state.schema {
             None => true,
-            Some(db) => self.svc.known_schemas.lock().contains(&(self.login.info.user.clone(), db.clone())),
+            Some(db) => self
+                .svc
+                .known_schemas
+                .lock()
+                .contains(&(self.login.info.user.clone(), db.clone())),
         };
         if !known || self.session_mode {
             if let Err(err) = self.attach().await {
-                self.client.write_all(&packet::encode(seq, &err)).await.map_err(SessionError::ClientIo)?;
+                self.client
+                    .write_all(&packet::encode(seq, &err))
+                    .await
+                    .map_err(SessionError::ClientIo)?;
                 return Ok(false);
             }
             if let Some(db) = &self.state.schema {
-                self.svc.known_schemas.lock().insert((self.login.info.user.clone(), db.clone()));
+                self.svc
+                    .known_schemas
+                    .lock()
+                    .insert((self.login.info.user.clone(), db.clone()));
             }
             if !self.session_mode {
                 self.detach().await;
             }
         }
         let ok = response::ok_packet(0, 0, self.status, 0);
-        self.client.write_all(&packet::encode(seq, &ok)).await.map_err(SessionError::ClientIo)?;
+        self.client
+            .write_all(&packet::encode(seq, &ok))
+            .await
+            .map_err(SessionError::ClientIo)?;
         Ok(true)
     }
 
@@ -185,7 +213,9 @@ impl Relay {
     async fn next_command(&mut self) -> Result<Next, SessionError> {
         let info = self.login.info.clone();
         loop {
-            if let Some(l) = packet::read_logical(&self.buf, MAX_COMMAND).map_err(SessionError::ClientProtocol)? {
+            if let Some(l) = packet::read_logical(&self.buf, MAX_COMMAND)
+                .map_err(SessionError::ClientProtocol)?
+            {
                 self.buf.advance(l.consumed);
                 return Ok(Next::Command(l.first_seq, l.payload));
             }
@@ -221,17 +251,28 @@ impl Relay {
 
     async fn reply(&mut self, seq: u8, payload: &[u8]) -> Result<(), SessionError> {
         let bytes = packet::encode(seq.wrapping_add(1), payload);
-        self.client.write_all(&bytes).await.map_err(SessionError::ClientIo)
+        self.client
+            .write_all(&bytes)
+            .await
+            .map_err(SessionError::ClientIo)
     }
 
     async fn reply_error(&mut self, seq: u8, code: u16, msg: &str) -> Result<(), SessionError> {
-        self.client.write_all(&errors::error(seq.wrapping_add(1), code, msg)).await.map_err(SessionError::ClientIo)
+        self.client
+            .write_all(&errors::error(seq.wrapping_add(1), code, msg))
+            .await
+            .map_err(SessionError::ClientIo)
     }
 
     /// Handles one command. `Ok(false)`: COM_QUIT.
     async fn on_command(&mut self, seq: u8, payload: Vec<u8>) -> Result<bool, SessionError> {
         let Some(&code) = payload.first() else {
-            self.reply_error(seq, errors::PACKETS_OUT_OF_ORDER, "sidepool: empty command packet").await?;
+            self.reply_error(
+                seq,
+                errors::PACKETS_OUT_OF_ORDER,
+                "sidepool: empty command packet",
+            )
+            .await?;
             return Ok(true);
         };
         let text = com::text(&payload);
@@ -268,15 +309,29 @@ impl Relay {
             }
             com::QUERY => {
                 let found = effects(&String::from_utf8_lossy(text));
-                self.exchange(seq, payload, Expect::ResultSets, found).await?;
+                self.exchange(seq, payload, Expect::ResultSets, found)
+                    .await?;
             }
             com::INIT_DB => {
-                self.exchange(seq, payload, Expect::Ok, vec![Effect::Schema]).await?;
+                self.exchange(seq, payload, Expect::Ok, vec![Effect::Schema])
+                    .await?;
             }
-            com::FIELD_LIST => self.exchange(seq, payload, Expect::FieldList, Vec::new()).await?,
-            com::STATISTICS => self.exchange(seq, payload, Expect::OnePacket, Vec::new()).await?,
+            com::FIELD_LIST => {
+                self.exchange(seq, payload, Expect::FieldList, Vec::new())
+                    .await?
+            }
+            com::STATISTICS => {
+                self.exchange(seq, payload, Expect::OnePacket, Vec::new())
+                    .await?
+            }
             com::SET_OPTION => {
-                self.exchange(seq, payload, Expect::Ok, vec![Effect::Pin("COM_SET_OPTION")]).await?;
+                self.exchange(
+                    seq,
+                    payload,
+                    Expect::Ok,
+                    vec![Effect::Pin("COM_SET_OPTION")],
+                )
+                .await?;
             }
             _ => self.exchange(seq, payload, Expect::Ok, Vec::new()).await?,
         }
@@ -292,7 +347,11 @@ impl Relay {
         }
         let svc = self.svc.clone();
         for _ in 0..DEAD_RETRIES {
-            let mut conn = match svc.primary.get(&self.login.key, self.login.info.clone()).await {
+            let mut conn = match svc
+                .primary
+                .get(&self.login.key, self.login.info.clone())
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     debug!(error = %chain(&e), "checkout failed");
@@ -311,11 +370,19 @@ impl Relay {
                 }
                 Err(e) => {
                     conn.discard();
-                    let msg = format!("sidepool: server connection of pool \"{}\" failed: {}", svc.name, chain(&e));
+                    let msg = format!(
+                        "sidepool: server connection of pool \"{}\" failed: {}",
+                        svc.name,
+                        chain(&e)
+                    );
                     return Err(response::err_packet(errors::CONN_HOST_ERROR, "HY000", &msg));
                 }
             }
-            self.server = Some(Attached { conn, dirty: Vec::new(), schema_dirty: false });
+            self.server = Some(Attached {
+                conn,
+                dirty: Vec::new(),
+                schema_dirty: false,
+            });
             return Ok(());
         }
         let msg = format!(
@@ -327,10 +394,18 @@ impl Relay {
 
     /// Returns the server connection after reading back the state the client changed on it.
     async fn detach(&mut self) {
-        let Some(mut att) = self.server.take() else { return };
+        let Some(mut att) = self.server.take() else {
+            return;
+        };
         if !att.dirty.is_empty() || att.schema_dirty {
-            let names: Vec<String> = att.dirty.iter().map(|n| server_name(&att.conn, n)).collect();
-            if let Err(e) = replay::read_back(&mut att.conn, &names, att.schema_dirty, &mut self.state).await {
+            let names: Vec<String> = att
+                .dirty
+                .iter()
+                .map(|n| server_name(&att.conn, n))
+                .collect();
+            if let Err(e) =
+                replay::read_back(&mut att.conn, &names, att.schema_dirty, &mut self.state).await
+            {
                 debug!(error = %chain(&e), "reading back session state failed; closing the connection");
                 att.conn.discard();
                 return;
@@ -342,7 +417,12 @@ impl Relay {
     /// Transaction mode: gives the connection back once nothing ties the client to it.
     async fn maybe_release(&mut self) {
         let in_trans = self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
-        if !self.session_mode && self.pinned.is_none() && self.hold.is_none() && !self.long_data && !in_trans {
+        if !self.session_mode
+            && self.pinned.is_none()
+            && self.hold.is_none()
+            && !self.long_data
+            && !in_trans
+        {
             self.detach().await;
         }
     }
@@ -369,7 +449,13 @@ impl Relay {
 
     /// Forwards a command and relays its response; then applies `found` effects and releases
     /// the connection if it may.
-    async fn exchange(&mut self, seq: u8, payload: Vec<u8>, expect: Expect, found: Vec<Effect>) -> Result<(), SessionError> {
+    async fn exchange(
+        &mut self,
+        seq: u8,
+        payload: Vec<u8>,
+        expect: Expect,
+        found: Vec<Effect>,
+    ) -> Result<(), SessionError> {
         if !self.attach_or_tell(seq).await? {
             return Ok(());
         }
@@ -419,13 +505,23 @@ impl Relay {
         if let Some(ok) = outcome.prepared {
             self.next_statement = self.next_statement.wrapping_add(1).max(1);
             let sql = Bytes::copy_from_slice(com::text(&payload));
-            self.statements.insert(id, ClientStatement { sql: sql.clone(), params: ok.params, types: None });
+            self.statements.insert(
+                id,
+                ClientStatement {
+                    sql: sql.clone(),
+                    params: ok.params,
+                    types: None,
+                },
+            );
             self.remember_prepared(sql, ok.statement_id).await?;
         }
-        if let Some(e) = effects(&String::from_utf8_lossy(com::text(&payload))).into_iter().find_map(|e| match e {
-            Effect::Pin(r) => Some(r),
-            _ => None,
-        }) {
+        if let Some(e) = effects(&String::from_utf8_lossy(com::text(&payload)))
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Pin(r) => Some(r),
+                _ => None,
+            })
+        {
             self.pin(e);
         }
         self.maybe_release().await;
@@ -435,7 +531,9 @@ impl Relay {
     /// Records a statement prepared on the attached connection, closing those it displaces.
     async fn remember_prepared(&mut self, sql: Bytes, server_id: u32) -> Result<(), SessionError> {
         let cap = self.svc.prepared_per_connection;
-        let Some(att) = self.server.as_mut() else { return Ok(()) };
+        let Some(att) = self.server.as_mut() else {
+            return Ok(());
+        };
         for victim in att.conn.prepared.insert(sql, server_id, cap) {
             let mut close = vec![com::STMT_CLOSE];
             close.extend_from_slice(&victim.to_le_bytes());
@@ -457,12 +555,11 @@ impl Relay {
             return Ok(());
         };
         if code == com::STMT_EXECUTE {
-            if let Ok(Some(types)) = com::execute_param_types(&payload, stmt.params) {
-                if stmt.types.as_deref() != Some(types) {
-                    if let Some(s) = self.statements.get_mut(&id) {
-                        s.types = Some(types.to_vec());
-                    }
-                }
+            if let Ok(Some(types)) = com::execute_param_types(&payload, stmt.params)
+                && stmt.types.as_deref() != Some(types)
+                && let Some(s) = self.statements.get_mut(&id)
+            {
+                s.types = Some(types.to_vec());
             }
             if com::execute_flags(&payload).is_some_and(|f| f & com::CURSOR_TYPE_READ_ONLY != 0) {
                 self.pin("cursor");
@@ -471,16 +568,19 @@ impl Relay {
         if !self.attach_or_tell(seq).await? {
             return Ok(());
         }
-        let Some(att) = self.server.as_mut() else { return Ok(()) };
-        let (server_id, fresh) = match att.conn.prepared.get(&stmt.sql) {
-            Some(sid) => (sid, false),
+        let Some(att) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let server_id = match att.conn.prepared.get(&stmt.sql) {
+            Some(sid) => sid,
             None => {
                 let mut prep = vec![com::STMT_PREPARE];
                 prep.extend_from_slice(&stmt.sql);
                 match att.conn.command(&prep, Expect::Prepare).await? {
                     Reply::Prepared(ok) => {
-                        self.remember_prepared(stmt.sql.clone(), ok.statement_id).await?;
-                        (ok.statement_id, true)
+                        self.remember_prepared(stmt.sql.clone(), ok.statement_id)
+                            .await?;
+                        ok.statement_id
                     }
                     Reply::Err(err) => {
                         if code != com::STMT_SEND_LONG_DATA {
@@ -489,29 +589,56 @@ impl Relay {
                         self.maybe_release().await;
                         return Ok(());
                     }
-                    _ => return Err(BackendError::Unexpected { addr: self.svc.primary_addr.clone(), what: "reply to a prepare" }.into()),
+                    _ => {
+                        return Err(BackendError::Unexpected {
+                            addr: self.svc.primary_addr.clone(),
+                            what: "reply to a prepare",
+                        }
+                        .into());
+                    }
                 }
             }
         };
         let mut payload = com::with_statement_id(&payload, server_id);
-        if fresh && code == com::STMT_EXECUTE {
-            if let Some(types) = &stmt.types {
-                if let Ok(Some(p)) = com::execute_with_types(&payload, stmt.params, types) {
-                    payload = p;
-                }
-            }
+        // An execute that relies on the types of the client's earlier execute (flag 0) gets
+        // them spelled out: that earlier execute may have run on another connection, and this
+        // connection's statement may never have seen types at all.
+        if code == com::STMT_EXECUTE
+            && let Some(types) = &stmt.types
+            && let Ok(Some(p)) = com::execute_with_types(&payload, stmt.params, types)
+        {
+            payload = p;
         }
         match code {
             com::STMT_SEND_LONG_DATA => {
                 self.long_data = true;
-                let Some(att) = self.server.as_mut() else { return Ok(()) };
+                let Some(att) = self.server.as_mut() else {
+                    return Ok(());
+                };
                 let bytes = packet::encode(seq, &payload);
-                att.conn.stream.write_all(&bytes).await.map_err(|e| BackendError::Io { addr: att.conn.addr.clone(), source: e })?;
+                att.conn
+                    .stream
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| BackendError::Io {
+                        addr: att.conn.addr.clone(),
+                        source: e,
+                    })?;
                 Ok(())
             }
             com::STMT_EXECUTE | com::STMT_RESET => {
                 self.long_data = false;
-                self.exchange(seq, payload, if code == com::STMT_RESET { Expect::Ok } else { Expect::ResultSets }, Vec::new()).await
+                self.exchange(
+                    seq,
+                    payload,
+                    if code == com::STMT_RESET {
+                        Expect::Ok
+                    } else {
+                        Expect::ResultSets
+                    },
+                    Vec::new(),
+                )
+                .await
             }
             _ => self.exchange(seq, payload, Expect::Rows, Vec::new()).await,
         }
@@ -542,15 +669,28 @@ impl Relay {
 
     /// Sends one command and relays its whole response. With `client_id`, a
     /// COM_STMT_PREPARE_OK's statement id is replaced by it.
-    async fn relay(&mut self, seq: u8, payload: &[u8], expect: Expect, client_id: Option<u32>) -> Result<Outcome, SessionError> {
+    async fn relay(
+        &mut self,
+        seq: u8,
+        payload: &[u8],
+        expect: Expect,
+        client_id: Option<u32>,
+    ) -> Result<Outcome, SessionError> {
         let svc_addr = self.svc.primary_addr.clone();
-        let io = |e| SessionError::from(BackendError::Io { addr: svc_addr.clone(), source: e });
+        let io = |e| {
+            SessionError::from(BackendError::Io {
+                addr: svc_addr.clone(),
+                source: e,
+            })
+        };
         let Some(att) = self.server.as_mut() else {
             return Ok(Outcome::default());
         };
         let conn: &mut ServerConn = &mut att.conn;
         let bytes = packet::encode(seq, payload);
-        write_reading(&mut conn.stream, &bytes, &mut conn.buf, INBOX_CAP).await.map_err(io)?;
+        write_reading(&mut conn.stream, &bytes, &mut conn.buf, INBOX_CAP)
+            .await
+            .map_err(io)?;
         let mut tracker = Tracker::new(expect, conn.deprecate_eof());
         let mut scan = Scanner::new();
         let mut outcome = Outcome::default();
@@ -562,7 +702,9 @@ impl Relay {
             let mut done = false;
             let mut infile = false;
             loop {
-                let step = scan.step(&conn.buf, packet::MAX_PAYLOAD, |p| tracker.wants_whole(p) || first_packet);
+                let step = scan.step(&conn.buf, packet::MAX_PAYLOAD, |p| {
+                    tracker.wants_whole(p) || first_packet
+                });
                 let event = match step {
                     Step::NeedMore => break,
                     Step::Forward(n) => {
@@ -571,8 +713,13 @@ impl Relay {
                         continue;
                     }
                     Step::Started(p, n) => {
-                        let head = conn.buf.get(packet::HEADER_LEN..(packet::HEADER_LEN + 1).min(n)).unwrap_or_default();
-                        let event = tracker.on_packet(head, p.header.len, p.continuation).map_err(BackendError::Protocol)?;
+                        let head = conn
+                            .buf
+                            .get(packet::HEADER_LEN..(packet::HEADER_LEN + 1).min(n))
+                            .unwrap_or_default();
+                        let event = tracker
+                            .on_packet(head, p.header.len, p.continuation)
+                            .map_err(BackendError::Protocol)?;
                         self.out.extend_from_slice(&conn.buf[..n]);
                         conn.buf.advance(n);
                         event
@@ -580,20 +727,23 @@ impl Relay {
                     Step::Packet(p) => {
                         let total = p.header.total_len();
                         let body = &conn.buf[packet::HEADER_LEN..total];
-                        let event = tracker.on_packet(body, p.header.len, p.continuation).map_err(BackendError::Protocol)?;
+                        let event = tracker
+                            .on_packet(body, p.header.len, p.continuation)
+                            .map_err(BackendError::Protocol)?;
                         let start = self.out.len();
                         self.out.extend_from_slice(&conn.buf[..total]);
                         if first_packet {
                             outcome.note_first(body, expect);
-                            if let (Some(id), Some(_)) = (client_id, outcome.prepared) {
-                                if let Some(slot) = self.out.get_mut(start + 5..start + 9) {
-                                    slot.copy_from_slice(&id.to_le_bytes());
-                                }
+                            if let (Some(id), Some(_)) = (client_id, outcome.prepared)
+                                && let Some(slot) = self.out.get_mut(start + 5..start + 9)
+                            {
+                                slot.copy_from_slice(&id.to_le_bytes());
                             }
-                        } else if body.first() == Some(&response::OK) && p.header.len < 64 {
-                            if let Ok(ok) = response::parse_ok(body) {
-                                outcome.last_insert_id = ok.last_insert_id;
-                            }
+                        } else if body.first() == Some(&response::OK)
+                            && p.header.len < 64
+                            && let Ok(ok) = response::parse_ok(body)
+                        {
+                            outcome.last_insert_id = ok.last_insert_id;
                         }
                         conn.buf.advance(total);
                         event
@@ -620,7 +770,9 @@ impl Relay {
                 }
             }
             if !self.out.is_empty() {
-                write_reading(&mut self.client, &self.out, &mut self.buf, INBOX_CAP).await.map_err(SessionError::ClientIo)?;
+                write_reading(&mut self.client, &self.out, &mut self.buf, INBOX_CAP)
+                    .await
+                    .map_err(SessionError::ClientIo)?;
                 self.out.clear();
             }
             if done && scan.at_boundary() {
@@ -633,7 +785,10 @@ impl Relay {
             }
             let n = conn.stream.read_buf(&mut conn.buf).await.map_err(io)?;
             if n == 0 {
-                return Err(BackendError::Closed { addr: conn.addr.clone() }.into());
+                return Err(BackendError::Closed {
+                    addr: conn.addr.clone(),
+                }
+                .into());
             }
         }
     }
@@ -641,14 +796,23 @@ impl Relay {
     /// The client is gone (or quit, or was killed): roll back, reset what it left, return the
     /// connection; close it when its state is unknown.
     async fn finish(&mut self, vanished: bool) -> Result<(), SessionError> {
-        let Some(att) = self.server.take() else { return Ok(()) };
-        let in_trans = att.conn.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
+        let Some(att) = self.server.take() else {
+            return Ok(());
+        };
+        let in_trans = att
+            .conn
+            .status
+            .contains(StatusFlags::SERVER_STATUS_IN_TRANS);
         if vanished && in_trans {
             self.svc.abandoned_total.fetch_add(1, Relaxed);
             self.svc.metrics.abandoned();
         }
         let mut conn = att.conn;
-        let must_reset = self.session_mode || self.pinned.is_some() || !att.dirty.is_empty() || att.schema_dirty || self.long_data;
+        let must_reset = self.session_mode
+            || self.pinned.is_some()
+            || !att.dirty.is_empty()
+            || att.schema_dirty
+            || self.long_data;
         let cleanup = async {
             if in_trans && !must_reset {
                 debug!("client left inside a transaction; rolling it back");
@@ -693,7 +857,9 @@ struct Outcome {
 impl Outcome {
     fn note_first(&mut self, body: &[u8], expect: Expect) {
         match (body.first(), expect) {
-            (Some(&response::OK), Expect::Prepare) => self.prepared = response::parse_prepare_ok(body).ok(),
+            (Some(&response::OK), Expect::Prepare) => {
+                self.prepared = response::parse_prepare_ok(body).ok()
+            }
             (Some(&response::OK), _) => {
                 if let Ok(ok) = response::parse_ok(body) {
                     self.last_insert_id = ok.last_insert_id;
@@ -706,7 +872,11 @@ impl Outcome {
 
 /// LOAD DATA LOCAL INFILE: forwards the client's file packets to the server until the empty
 /// packet that ends them.
-async fn forward_infile(client: &mut Stream, buf: &mut BytesMut, conn: &mut ServerConn) -> Result<(), SessionError> {
+async fn forward_infile(
+    client: &mut Stream,
+    buf: &mut BytesMut,
+    conn: &mut ServerConn,
+) -> Result<(), SessionError> {
     let mut scan = Scanner::new();
     let mut chunk = Vec::new();
     loop {
@@ -737,14 +907,19 @@ async fn forward_infile(client: &mut Stream, buf: &mut BytesMut, conn: &mut Serv
         if !chunk.is_empty() {
             write_reading(&mut conn.stream, &chunk, &mut conn.buf, INBOX_CAP)
                 .await
-                .map_err(|e| BackendError::Io { addr: conn.addr.clone(), source: e })?;
+                .map_err(|e| BackendError::Io {
+                    addr: conn.addr.clone(),
+                    source: e,
+                })?;
             chunk.clear();
         }
         if ended && scan.at_boundary() {
             return Ok(());
         }
         if client.read_buf(buf).await.map_err(SessionError::ClientIo)? == 0 {
-            return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+            return Err(SessionError::ClientIo(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
         }
     }
 }

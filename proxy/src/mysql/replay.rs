@@ -16,8 +16,15 @@ use crate::error::BackendError;
 ///
 /// # Errors
 /// I/O failures.
-pub async fn sync(conn: &mut ServerConn, wanted: &SessionState) -> Result<Option<Bytes>, BackendError> {
-    let foreign = conn.state.vars.iter().any(|(k, v)| wanted.vars.get(k) != Some(v));
+pub async fn sync(
+    conn: &mut ServerConn,
+    wanted: &SessionState,
+) -> Result<Option<Bytes>, BackendError> {
+    let foreign = conn
+        .state
+        .vars
+        .iter()
+        .any(|(k, v)| wanted.vars.get(k) != Some(v));
     if foreign {
         conn.reset().await?;
     }
@@ -33,15 +40,15 @@ pub async fn sync(conn: &mut ServerConn, wanted: &SessionState) -> Result<Option
         }
         conn.state.vars = wanted.vars.clone();
     }
-    if let Some(schema) = &wanted.schema {
-        if conn.state.schema.as_ref() != Some(schema) {
-            let mut payload = vec![command::INIT_DB];
-            payload.extend_from_slice(schema.as_bytes());
-            if let Reply::Err(e) = conn.command(&payload, Expect::Ok).await? {
-                return Ok(Some(e));
-            }
-            conn.state.schema = Some(schema.clone());
+    if let Some(schema) = &wanted.schema
+        && conn.state.schema.as_ref() != Some(schema)
+    {
+        let mut payload = vec![command::INIT_DB];
+        payload.extend_from_slice(schema.as_bytes());
+        if let Reply::Err(e) = conn.command(&payload, Expect::Ok).await? {
+            return Ok(Some(e));
         }
+        conn.state.schema = Some(schema.clone());
     }
     Ok(None)
 }
@@ -63,7 +70,10 @@ pub async fn read_back(
     }
     let mut columns: Vec<String> = vec!["DATABASE()".into()];
     columns.extend(names.iter().map(|n| format!("@@session.{n}")));
-    let row = match conn.query(&format!("SELECT {}", columns.join(", "))).await? {
+    let row = match conn
+        .query(&format!("SELECT {}", columns.join(", ")))
+        .await?
+    {
         Reply::Rows(rows) => rows.into_iter().next().unwrap_or_default(),
         Reply::Err(raw) => {
             return Err(BackendError::MySqlServer {
@@ -97,7 +107,13 @@ fn is_identifier(name: &str) -> bool {
 fn literal(value: Option<&str>) -> String {
     match value {
         None => "NULL".into(),
-        Some(v) if !v.is_empty() && v.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit()) && v != "-" => {
+        Some(v)
+            if !v.is_empty()
+                && v.trim_start_matches('-')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                && v != "-" =>
+        {
             v.to_owned()
         }
         Some(v) => format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''")),
