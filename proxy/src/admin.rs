@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::pg::PgService;
+use crate::service::Service;
 use crate::telemetry::{Reachability, Telemetry, saturation};
 
 pub use profile::{DEFAULT_SECONDS, FREQUENCY, Format, MAX_SECONDS, ProfileError, profile_running};
@@ -44,7 +44,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct AdminPool {
     /// The pool's service: name, mode, primary pool, counters, metrics.
-    pub service: Arc<PgService>,
+    pub service: Arc<dyn Service>,
     /// `protocol` as configured.
     pub protocol: &'static str,
     /// The address its listener is bound to.
@@ -58,10 +58,31 @@ pub struct AdminPool {
 pub struct AdminState {
     /// The registry `/metrics` renders.
     pub telemetry: Arc<Telemetry>,
-    /// Every pool, in config order.
-    pub pools: Vec<AdminPool>,
+    /// Every pool, in config order; replaced on reload.
+    pools: parking_lot::RwLock<Arc<Vec<AdminPool>>>,
     /// Set while draining: `/readyz` answers 503.
     pub draining: Arc<AtomicBool>,
+}
+
+impl AdminState {
+    /// State with no pools yet.
+    pub fn new(telemetry: Arc<Telemetry>, draining: Arc<AtomicBool>) -> Self {
+        AdminState {
+            telemetry,
+            pools: Default::default(),
+            draining,
+        }
+    }
+
+    /// Replaces the pool list (start, reload).
+    pub fn set_pools(&self, pools: Vec<AdminPool>) {
+        *self.pools.write() = Arc::new(pools);
+    }
+
+    /// The pools now.
+    pub fn pools(&self) -> Arc<Vec<AdminPool>> {
+        self.pools.read().clone()
+    }
 }
 
 /// Serves HTTP/1.1 on `listener` until `stop` changes; open connections end then too.
@@ -116,10 +137,10 @@ pub async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<
 }
 
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
-    for p in &state.pools {
-        let s = &p.service;
+    for p in state.pools().iter() {
+        let s = p.service.core();
         s.metrics.observe(
-            &s.primary.stats(),
+            &s.backend.stats(),
             s.clients.load(Relaxed),
             s.pinned.load(Relaxed),
         );
@@ -140,9 +161,10 @@ async fn readyz(state: &AdminState) -> Response<Full<Bytes>> {
         problems.push("draining".to_owned());
     }
     let mut probes = tokio::task::JoinSet::new();
-    for (i, p) in state.pools.iter().enumerate() {
-        let s = &p.service;
-        let stats = s.primary.stats();
+    let pools = state.pools();
+    for (i, p) in pools.iter().enumerate() {
+        let s = p.service.core();
+        let stats = s.backend.stats();
         if stats.idle + stats.in_use > 0 {
             // Open connections prove it; no probe needed.
             continue;
@@ -156,14 +178,14 @@ async fn readyz(state: &AdminState) -> Response<Full<Bytes>> {
     let mut down: Vec<usize> = Vec::new();
     while let Some(joined) = probes.join_next().await {
         let Ok((i, ok)) = joined else { continue };
-        state.pools[i].service.metrics.probed(ok);
+        pools[i].service.core().metrics.probed(ok);
         if !ok {
             down.push(i);
         }
     }
     down.sort_unstable();
     for i in down {
-        let s = &state.pools[i].service;
+        let s = pools[i].service.core();
         problems.push(format!(
             "pool \"{}\": primary {} unreachable",
             s.name, s.primary_addr
@@ -186,15 +208,15 @@ async fn reachable(addr: &str, timeout: Duration) -> bool {
 }
 
 fn pools(state: &AdminState) -> Response<Full<Bytes>> {
-    let pools: Vec<serde_json::Value> = state.pools.iter().map(pool_json).collect();
+    let pools: Vec<serde_json::Value> = state.pools().iter().map(pool_json).collect();
     let body = json!({ "pools": pools }).to_string();
     respond(StatusCode::OK, "application/json", body)
 }
 
 /// The `/pools` entry of one pool. Durations are in seconds.
 pub fn pool_json(p: &AdminPool) -> serde_json::Value {
-    let s = &p.service;
-    let st = s.primary.stats();
+    let s = p.service.core();
+    let st = s.backend.stats();
     let l = &p.limits;
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     json!({

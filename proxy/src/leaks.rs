@@ -12,13 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sidepool_pool::CheckoutInfo;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::pg::PgService;
-use crate::pg::backend::ConnKey;
+use crate::service::{Holder, Service};
 use crate::session::ClientInfo;
 
 /// What counts as a leak and what to do about it (from `[pools.leaks]`).
@@ -28,6 +26,11 @@ pub struct LeakSettings {
     pub threshold: Duration,
     /// End the session when idle this long (`action = "terminate"`); `None` = only warn.
     pub terminate_after: Option<Duration>,
+}
+
+/// How often the watcher looks: a quarter of the threshold, between 100 ms and 1 s.
+pub fn tick(threshold: Duration) -> Duration {
+    (threshold / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
 /// One suspected leak.
@@ -44,38 +47,35 @@ pub struct Suspect {
 }
 
 /// The suspected leaks among `checkouts` at `now`.
-pub fn suspects(
-    checkouts: &[CheckoutInfo<ConnKey, Arc<ClientInfo>>],
-    now: Instant,
-    threshold: Duration,
-) -> Vec<Suspect> {
-    checkouts
+pub fn suspects(holders: &[Holder], now: Instant, threshold: Duration) -> Vec<Suspect> {
+    holders
         .iter()
         .filter_map(|c| {
             let held = now.saturating_duration_since(c.checked_out_at);
-            let idle = c.owner.idle_for(now);
+            let idle = c.client.idle_for(now);
             (held >= threshold && idle >= threshold).then(|| Suspect {
                 checkout: c.id,
                 held,
                 idle,
-                client: c.owner.clone(),
+                client: c.client.clone(),
             })
         })
         .collect()
 }
 
 /// Watches one pool until `stop` turns true.
-pub async fn watch(svc: Arc<PgService>, settings: LeakSettings, mut stop: watch::Receiver<bool>) {
-    let period = (settings.threshold / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Settings are read from the pool's `leaks` channel at every tick, so a reload applies at the
+/// next one.
+pub async fn watch(service: Arc<dyn Service>, mut stop: watch::Receiver<bool>) {
+    let svc = service.core();
     let (mut reported, mut terminated) = (HashSet::new(), HashSet::new());
     loop {
+        let settings = *svc.leaks.borrow();
         tokio::select! {
-            _ = ticker.tick() => {}
+            () = tokio::time::sleep(tick(settings.threshold)) => {}
             _ = stop.changed() => return,
         }
-        let found = suspects(&svc.primary.checkouts(), Instant::now(), settings.threshold);
+        let found = suspects(&svc.backend.holders(), Instant::now(), settings.threshold);
         svc.leaked_now.store(found.len() as u64, Ordering::Relaxed);
         svc.metrics.set_leaked(found.len() as u64);
         let live: HashSet<u64> = found.iter().map(|s| s.checkout).collect();
@@ -118,18 +118,10 @@ pub async fn watch(svc: Arc<PgService>, settings: LeakSettings, mut stop: watch:
 mod tests {
     use super::*;
 
-    fn checkout(
-        id: u64,
-        info: Arc<ClientInfo>,
-        at: Instant,
-    ) -> CheckoutInfo<ConnKey, Arc<ClientInfo>> {
-        CheckoutInfo {
+    fn checkout(id: u64, client: Arc<ClientInfo>, at: Instant) -> Holder {
+        Holder {
             id,
-            key: ConnKey {
-                user: "app".into(),
-                database: "app".into(),
-            },
-            owner: info,
+            client,
             checked_out_at: at,
             conn_created_at: at,
         }

@@ -6,12 +6,14 @@
 //! config schema live in those crates and must not learn about each other through this one.
 
 pub mod admin;
+pub mod console;
 pub mod error;
 pub mod io;
 pub mod leaks;
 pub mod mysql;
 pub mod pg;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod settings;
 pub mod telemetry;

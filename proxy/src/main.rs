@@ -92,24 +92,38 @@ fn run(config: Config) -> anyhow::Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "sidepool started"
         );
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        server.shutdown().await;
+        serve_signals(&server).await;
+        // The config in force now: a reload may have changed [shutdown] timeout.
+        let timeout = server.config().shutdown.timeout;
+        tracing::info!(
+            ?timeout,
+            "draining: finishing open transactions, then shutting down"
+        );
+        server.drain(timeout).await;
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn serve_signals(server: &sidepool::Server) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         // Without signal handlers the process can only be killed; keep serving.
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config file");
+                // The outcome is logged by the reload itself.
+                let _ = server.reload().await;
+            }
+        }
     }
 }

@@ -17,12 +17,17 @@ pub mod statements;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sidepool_config::{ClientAuth, PoolMode};
+use std::net::SocketAddr;
+
+use sidepool_config::ClientAuth;
 use sidepool_pool::Pool;
 use sidepool_protocol::pg::auth::ScramSecret;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use self::backend::PgConnector;
 use self::cancel::CancelRegistry;
+use crate::service::{BoxFuture, PoolCore, Service};
 use crate::session::ClientInfo;
 
 /// The pool type of a PostgreSQL backend.
@@ -40,13 +45,12 @@ pub struct PgUser {
     pub scram: ScramSecret,
 }
 
-/// Everything a PostgreSQL client session of one pool needs.
+/// Everything a PostgreSQL client session of one pool needs. The protocol-neutral part (name,
+/// counters, metrics) is its [`PoolCore`], reachable through `Deref`.
 #[derive(Debug)]
 pub struct PgService {
-    /// Pool name, for logs, metrics and client errors.
-    pub name: Arc<str>,
-    /// Session or transaction pooling.
-    pub mode: PoolMode,
+    /// Name, mode, counters and metrics shared with admin, leaks and console.
+    pub core: PoolCore,
     /// How clients authenticate.
     pub client_auth: ClientAuth,
     /// Known users.
@@ -56,34 +60,41 @@ pub struct PgService {
     pub mock_key: [u8; 32],
     /// The primary's pool.
     pub primary: PgPool,
-    /// `host:port` of the primary, for error messages.
-    pub primary_addr: String,
     /// Session keys for CancelRequest routing.
     pub cancels: Arc<CancelRegistry>,
+    /// The console hub, for clients that log in to database `sidepool`.
+    pub hub: std::sync::Weak<crate::console::Hub>,
     /// Parameters the server reports at login, per key, so that logins in transaction mode need
     /// no server connection once a key has been seen.
     pub login_params: parking_lot::Mutex<HashMap<backend::ConnKey, LoginParams>>,
     /// TLS offered to clients (`[pools.tls] client_mode`).
     pub client_tls: crate::tls::ClientTls,
-    /// The `max_clients` limit, for the error text.
-    pub max_clients: u32,
     /// Server-side names of prepared statements, by content (transaction mode).
     pub statement_names: statements::StatementNames,
     /// Named statements kept prepared per server connection before the least recently used
     /// is closed.
     pub prepared_per_connection: usize,
-    /// Clients pinned to their server connection now (transaction mode).
-    pub pinned: std::sync::atomic::AtomicU64,
-    /// Clients ever pinned.
-    pub pins_total: std::sync::atomic::AtomicU64,
-    /// Metric handles of the primary backend (DESIGN §9).
-    pub metrics: Arc<crate::telemetry::PoolMetrics>,
-    /// Clients connected now (past the `max_clients` check), for `sidepool_client_connections`.
-    pub clients: std::sync::atomic::AtomicU64,
-    /// Suspected leaks ever reported.
-    pub leaks_total: std::sync::atomic::AtomicU64,
-    /// Suspected leaks now.
-    pub leaked_now: std::sync::atomic::AtomicU64,
-    /// Clients that went away inside a transaction (rolled back or closed).
-    pub abandoned_total: std::sync::atomic::AtomicU64,
+}
+
+impl std::ops::Deref for PgService {
+    type Target = PoolCore;
+
+    fn deref(&self) -> &PoolCore {
+        &self.core
+    }
+}
+
+impl Service for PgService {
+    fn core(&self) -> &PoolCore {
+        &self.core
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(client::serve(self, stream, addr, permit))
+    }
 }

@@ -1,25 +1,42 @@
-//! Turns a validated `Config` into running listeners and pools, and shuts them down.
+//! Turns a validated `Config` into running listeners and pools; reloads a new config into the
+//! running ones; drains and shuts them down.
+//!
+//! Every pool runs as an accept loop and a leak watcher around its protocol's [`Service`].
+//! A reload (SIGHUP, console `RELOAD`, or a change of the config file) applies what it can to
+//! live pools (limits, leaks) and rebuilds pools whose identity changed (listener, backend,
+//! users, TLS, mode); see docs/decisions.md for what a rebuild does to connected clients.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use sidepool_config::{Config, PoolConfig, Protocol};
+use parking_lot::RwLock;
+use sidepool_config::{Config, ConfigDiff, PoolConfig, PoolField, Protocol};
 use sidepool_protocol::pg::auth::ScramSecret;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminPool, AdminState};
+use crate::console::{Hub, ReloadRequest};
 use crate::pg::backend::PgConnector;
 use crate::pg::cancel::CancelRegistry;
-use crate::pg::{PgPool, PgService, PgUser, client};
-use crate::settings::pool_settings;
+use crate::pg::{PgPool, PgService, PgUser};
+use crate::service::{PoolCore, Service};
+use crate::settings::{leak_settings, pool_settings};
 use crate::telemetry::{Role, Telemetry};
 use crate::tls::{ClientTls, ServerTls};
+
+/// How often the config file is looked at for changes.
+pub const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// After `shutdown.timeout`, how long sessions still get to roll back before the pools close.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Why sidepool could not start serving.
 #[derive(Debug, Error)]
@@ -56,44 +73,70 @@ pub enum StartError {
     },
 }
 
+/// What building a pool's service needs besides its config.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The metrics registry.
+    pub telemetry: Arc<Telemetry>,
+    /// PostgreSQL cancel-key routing, shared by every PostgreSQL pool.
+    pub cancels: Arc<CancelRegistry>,
+    /// The console hub (weak: the hub lists the services).
+    pub hub: Weak<Hub>,
+}
+
+/// One pool being served.
+#[derive(Debug)]
+struct Running {
+    config: PoolConfig,
+    service: Arc<dyn Service>,
+    addr: SocketAddr,
+    /// Ends this pool's accept loop and leak watcher.
+    stop: watch::Sender<bool>,
+    /// The accept loop; gives the listener back when stopped, so a rebuild keeps the socket.
+    /// `None` once stopped and collected.
+    accept: Option<JoinHandle<TcpListener>>,
+    leaks: JoinHandle<()>,
+}
+
+/// The config in force and the pools serving it.
+#[derive(Debug)]
+struct State {
+    config: Arc<Config>,
+    pools: Vec<Running>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    ctx: Context,
+    hub: Arc<Hub>,
+    admin: Arc<AdminState>,
+    state: tokio::sync::Mutex<State>,
+    /// Listener addresses by pool name (readable without the state lock).
+    addrs: RwLock<HashMap<String, SocketAddr>>,
+    draining: Arc<AtomicBool>,
+}
+
 /// A running sidepool: listeners accepting, pools open.
 #[derive(Debug)]
 pub struct Server {
-    addrs: HashMap<String, SocketAddr>,
-    pools: Vec<(String, PgPool)>,
-    services: Vec<Arc<PgService>>,
+    shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     admin_addr: SocketAddr,
-    draining: Arc<AtomicBool>,
 }
 
 impl Server {
     /// Binds every pool's listener and then the admin HTTP listener (all or nothing), and
-    /// starts accepting.
+    /// starts accepting. With `config.source` set, the file is watched and reloaded on change.
     ///
     /// # Errors
-    /// A bind failure or an unsupported protocol; nothing is left listening.
+    /// A bind failure, TLS files that do not load, or an unsupported protocol; nothing is left
+    /// listening.
     pub async fn start(config: &Config) -> Result<Server, StartError> {
-        for p in &config.pools {
-            if p.protocol != Protocol::Postgres {
-                return Err(StartError::Unsupported {
-                    pool: p.name.clone(),
-                    protocol: p.protocol.as_str(),
-                });
-            }
-        }
+        let config = Arc::new(config.clone());
         let mut bound = Vec::new();
         for p in &config.pools {
-            let listener =
-                TcpListener::bind(p.listen)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        pool: p.name.clone(),
-                        addr: p.listen,
-                        source,
-                    })?;
-            bound.push((p, listener));
+            bound.push((p, bind(p).await?));
         }
         let admin_listener = TcpListener::bind(config.admin.listen)
             .await
@@ -103,55 +146,49 @@ impl Server {
             })?;
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.listen);
         let telemetry = Arc::new(Telemetry::new());
-        let mut admin_pools = Vec::new();
-        let (stop, _) = watch::channel(false);
-        let cancels = Arc::new(CancelRegistry::default());
-        let mut server = Server {
-            addrs: HashMap::new(),
-            pools: Vec::new(),
-            services: Vec::new(),
-            stop,
-            tasks: JoinSet::new(),
-            admin_addr,
-            draining: Default::default(),
-        };
-        for (p, listener) in bound {
-            let addr = listener.local_addr().unwrap_or(p.listen);
-            let svc = Arc::new(pg_service(p, cancels.clone(), &telemetry)?);
-            admin_pools.push(AdminPool {
-                service: svc.clone(),
-                protocol: p.protocol.as_str(),
-                listen: addr,
-                limits: p.limits.clone(),
-            });
-            server.services.push(svc.clone());
-            server.pools.push((p.name.clone(), svc.primary.clone()));
-            info!(pool = %p.name, listen = %addr, primary = %p.primary, mode = p.mode.as_str(), "pool listening");
-            server.addrs.insert(p.name.clone(), addr);
-            let permits = Arc::new(Semaphore::new(p.limits.max_clients as usize));
-            server.tasks.spawn(crate::leaks::watch(
-                svc.clone(),
-                leak_settings(&p.leaks),
-                server.stop.subscribe(),
-            ));
-            server
-                .tasks
-                .spawn(accept_loop(listener, svc, permits, server.stop.subscribe()));
-        }
-        let admin = Arc::new(AdminState {
+        let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
+        let hub = Arc::new(Hub::new(config.clone(), reload_tx));
+        let ctx = Context {
             telemetry: telemetry.clone(),
-            pools: admin_pools,
-            draining: server.draining.clone(),
+            cancels: Arc::new(CancelRegistry::default()),
+            hub: Arc::downgrade(&hub),
+        };
+        let draining = Arc::new(AtomicBool::new(false));
+        let mut pools = Vec::new();
+        for (p, listener) in bound {
+            let service = new_service(p, &ctx)?;
+            pools.push(run_pool(p, service, listener));
+        }
+        let admin = Arc::new(AdminState::new(telemetry.clone(), draining.clone()));
+        let shared = Arc::new(Shared {
+            ctx,
+            hub,
+            admin: admin.clone(),
+            state: tokio::sync::Mutex::new(State {
+                config: config.clone(),
+                pools,
+            }),
+            addrs: RwLock::new(HashMap::new()),
+            draining,
         });
+        shared.publish(&*shared.state.lock().await);
+        let (stop, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
         info!(listen = %admin_addr, "admin HTTP listening");
-        let stop = server.stop.subscribe();
-        server
-            .tasks
-            .spawn(admin::serve(admin_listener, admin, stop));
-        server
-            .tasks
-            .spawn(metrics_upkeep(telemetry, server.stop.subscribe()));
-        Ok(server)
+        tasks.spawn(admin::serve(admin_listener, admin, stop.subscribe()));
+        tasks.spawn(metrics_upkeep(telemetry, stop.subscribe()));
+        tasks.spawn(serve_reloads(shared.clone(), reload_rx, stop.subscribe()));
+        if let Some(path) = config.source.clone() {
+            // Read now, not in the task: a change right after start must not become the baseline.
+            let seen = tokio::fs::read(&path).await.ok();
+            tasks.spawn(watch_file(shared.clone(), path, seen, stop.subscribe()));
+        }
+        Ok(Server {
+            shared,
+            stop,
+            tasks,
+            admin_addr,
+        })
     }
 
     /// The address the admin HTTP listener is bound to (useful with port 0).
@@ -161,55 +198,452 @@ impl Server {
 
     /// Marks the server as draining (or not): `/readyz` answers 503 while it is.
     pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
+        self.shared.draining.store(draining, Ordering::Relaxed);
     }
 
     /// The address a pool's listener is bound to (useful with port 0).
     pub fn local_addr(&self, pool: &str) -> Option<SocketAddr> {
-        self.addrs.get(pool).copied()
+        self.shared.addrs.read().get(pool).copied()
+    }
+
+    /// The config in force (the last one applied).
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.hub.config()
+    }
+
+    /// A running pool by name.
+    pub fn pool(&self, pool: &str) -> Option<Arc<dyn Service>> {
+        self.shared
+            .hub
+            .services()
+            .into_iter()
+            .find(|s| &*s.core().name == pool)
     }
 
     /// A statistics snapshot of a pool's primary backend.
     pub fn pool_stats(&self, pool: &str) -> Option<sidepool_pool::Stats> {
-        self.pools
-            .iter()
-            .find(|(n, _)| n == pool)
-            .map(|(_, p)| p.stats())
+        self.pool(pool).map(|s| s.core().backend.stats())
     }
 
     /// Suspected leaks of a pool: (now, ever reported) and clients that left a transaction open.
     pub fn leaks(&self, pool: &str) -> Option<(u64, u64, u64)> {
         use std::sync::atomic::Ordering::Relaxed;
-        let svc = self.services.iter().find(|s| &*s.name == pool)?;
+        let svc = self.pool(pool)?;
+        let c = svc.core();
         Some((
-            svc.leaked_now.load(Relaxed),
-            svc.leaks_total.load(Relaxed),
-            svc.abandoned_total.load(Relaxed),
+            c.leaked_now.load(Relaxed),
+            c.leaks_total.load(Relaxed),
+            c.abandoned_total.load(Relaxed),
         ))
     }
 
     /// Pinned clients of a pool: (pinned now, ever pinned). Transaction mode only.
     pub fn pinned(&self, pool: &str) -> Option<(u64, u64)> {
         use std::sync::atomic::Ordering::Relaxed;
-        let svc = self.services.iter().find(|s| &*s.name == pool)?;
-        Some((svc.pinned.load(Relaxed), svc.pins_total.load(Relaxed)))
+        let svc = self.pool(pool)?;
+        let c = svc.core();
+        Some((c.pinned.load(Relaxed), c.pins_total.load(Relaxed)))
+    }
+
+    /// Re-reads the config file the server was started from and applies it (SIGHUP).
+    ///
+    /// # Errors
+    /// Why nothing was applied: the file has problems (all listed), or a listener could not be
+    /// bound. The running config stays in force either way.
+    pub async fn reload(&self) -> Result<String, String> {
+        self.shared.reload_file().await
+    }
+
+    /// Applies `new` to the running pools (as a reload from a file would).
+    ///
+    /// # Errors
+    /// As [`Server::reload`].
+    pub async fn apply(&self, new: Config) -> Result<String, String> {
+        self.shared.apply(new).await
+    }
+
+    /// Drains (SIGTERM): stops accepting, turns `/readyz` to 503, ends idle clients with the
+    /// protocol's shutdown error at once and the others when their transaction is over, waits
+    /// up to `timeout` for them, ends the rest (rolling back), then shuts down.
+    pub async fn drain(self, timeout: Duration) {
+        self.set_draining(true);
+        let services = {
+            let mut state = self.shared.state.lock().await;
+            for p in &mut state.pools {
+                let _ = p.stop.send(true);
+                // The accept loop hands its listener back; dropping it closes the socket, so
+                // new connects are refused rather than left in the backlog.
+                if let Some(accept) = p.accept.take() {
+                    drop(accept.await);
+                }
+            }
+            state
+                .pools
+                .iter()
+                .map(|p| p.service.clone())
+                .collect::<Vec<_>>()
+        };
+        let reason = "sidepool: shutting down (the pod is terminating); reconnect";
+        for s in &services {
+            for client in s.core().sessions.list() {
+                client.end_gracefully(reason.into());
+            }
+        }
+        let connected = || -> usize { services.iter().map(|s| s.core().sessions.len()).sum() };
+        let left = wait_until(timeout, || connected() == 0).await;
+        if !left {
+            warn!(
+                clients = connected(),
+                ?timeout,
+                "shutdown.timeout reached; ending the remaining sessions"
+            );
+            for s in &services {
+                for client in s.core().sessions.list() {
+                    client.kill(format!(
+                        "sidepool: shutting down; transaction rolled back after shutdown.timeout \
+                         ({timeout:?})"
+                    ));
+                }
+            }
+            wait_until(DRAIN_GRACE, || connected() == 0).await;
+        }
+        info!("drained");
+        self.shutdown().await;
     }
 
     /// Stops accepting and closes every pool. Sessions in flight end as their sockets close.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
-        for (_, pool) in &self.pools {
-            pool.close().await;
+        let mut state = self.shared.state.lock().await;
+        for p in state.pools.drain(..) {
+            retire(p, None).await;
         }
     }
 }
 
-fn leak_settings(l: &sidepool_config::Leaks) -> crate::leaks::LeakSettings {
-    crate::leaks::LeakSettings {
-        threshold: l.threshold,
-        terminate_after: (l.action == sidepool_config::LeakAction::Terminate)
-            .then_some(l.terminate_after),
+/// Polls `done` every 20 ms until it holds (true) or `timeout` passes (false).
+async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Shared {
+    /// Tells the hub, the admin listener and `addrs` which pools run now.
+    fn publish(&self, state: &State) {
+        self.hub
+            .set_services(state.pools.iter().map(|p| p.service.clone()).collect());
+        self.hub.set_config(state.config.clone());
+        self.admin.set_pools(
+            state
+                .pools
+                .iter()
+                .map(|p| AdminPool {
+                    service: p.service.clone(),
+                    protocol: p.config.protocol.as_str(),
+                    listen: p.addr,
+                    limits: p.config.limits.clone(),
+                })
+                .collect(),
+        );
+        *self.addrs.write() = state
+            .pools
+            .iter()
+            .map(|p| (p.config.name.clone(), p.addr))
+            .collect();
+    }
+
+    async fn reload_file(&self) -> Result<String, String> {
+        let path = self.state.lock().await.config.source.clone();
+        let Some(path) = path else {
+            return Err("sidepool was not started from a config file".into());
+        };
+        match sidepool_config::load(&path) {
+            Ok(new) => self.apply(new).await,
+            Err(errors) => {
+                self.ctx.telemetry.config_reloaded(false);
+                let msg = format!(
+                    "{} has {} problem(s):\n{errors}",
+                    path.display(),
+                    errors.problems.len()
+                );
+                error!(problems = %errors, file = %path.display(), "config reload failed; the running config stays");
+                Err(msg)
+            }
+        }
+    }
+
+    async fn apply(&self, new: Config) -> Result<String, String> {
+        let result = self.apply_inner(new).await;
+        self.ctx.telemetry.config_reloaded(result.is_ok());
+        match &result {
+            Ok(summary) => info!(%summary, "config reloaded"),
+            Err(why) => error!(%why, "config reload failed; the running config stays"),
+        }
+        result
+    }
+
+    async fn apply_inner(&self, new: Config) -> Result<String, String> {
+        let mut state = self.state.lock().await;
+        let d: ConfigDiff = sidepool_config::diff(&state.config, &new);
+        if d.is_empty() {
+            state.config = Arc::new(new);
+            self.publish(&state);
+            return Ok("no changes".into());
+        }
+        let mut notes = Vec::new();
+        if d.needs_restart() {
+            notes.push("[runtime] changes take effect at the next restart".to_owned());
+        }
+        if d.admin_changed || d.log_changed {
+            notes.push("[admin] and [log] changes take effect at the next restart".to_owned());
+        }
+        // Phase 1: everything that can fail, before anything changes.
+        let rebuilt: Vec<&str> = d
+            .pools_changed
+            .iter()
+            .filter(|c| c.needs_rebuild())
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut fresh: HashMap<String, (Arc<dyn Service>, Option<TcpListener>)> = HashMap::new();
+        let mut problems = Vec::new();
+        for name in d
+            .pools_added
+            .iter()
+            .map(String::as_str)
+            .chain(rebuilt.iter().copied())
+        {
+            let Some(p) = new.pool(name) else { continue };
+            let moves = state
+                .pools
+                .iter()
+                .find(|r| r.config.name == name)
+                .is_none_or(|r| r.config.listen != p.listen);
+            let listener = if moves {
+                match bind(p).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        problems.push(crate::pg::errors::chain(&e));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            match new_service(p, &self.ctx) {
+                Ok(s) => {
+                    fresh.insert(name.to_owned(), (s, listener));
+                }
+                Err(e) => problems.push(crate::pg::errors::chain(&e)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        // Phase 2: apply.
+        let mut old_pools = std::mem::take(&mut state.pools);
+        let mut pools = Vec::new();
+        for p in &new.pools {
+            let old = old_pools
+                .iter()
+                .position(|r| r.config.name == p.name)
+                .map(|i| old_pools.swap_remove(i));
+            match (old, fresh.remove(&p.name)) {
+                (Some(mut running), None) => {
+                    if let Some(change) = d.pools_changed.iter().find(|c| c.name == p.name) {
+                        apply_live(&running, p, &change.fields);
+                        notes.push(format!(
+                            "pool \"{}\": {} applied",
+                            p.name,
+                            fields(&change.fields)
+                        ));
+                    }
+                    running.config = p.clone();
+                    pools.push(running);
+                }
+                (old, Some((service, listener))) => {
+                    let kept = match old {
+                        Some(running) => {
+                            let why = format!(
+                                "sidepool: pool \"{}\" was reconfigured by a config reload; reconnect",
+                                p.name
+                            );
+                            retire(running, Some(why)).await
+                        }
+                        None => None,
+                    };
+                    let Some(listener) = listener.or(kept) else {
+                        // Cannot happen: an unmoved listener comes back from its accept loop.
+                        warn!(pool = %p.name, "no listener for a rebuilt pool; it stays down");
+                        continue;
+                    };
+                    let what = match d.pools_changed.iter().find(|c| c.name == p.name) {
+                        Some(c) => format!("pool \"{}\" rebuilt ({})", p.name, fields(&c.fields)),
+                        None => format!("pool \"{}\" added", p.name),
+                    };
+                    notes.push(what);
+                    pools.push(run_pool(p, service, listener));
+                }
+                (None, None) => {}
+            }
+        }
+        for running in old_pools {
+            notes.push(format!("pool \"{}\" removed", running.config.name));
+            let why = format!(
+                "sidepool: pool \"{}\" was removed by a config reload",
+                running.config.name
+            );
+            retire(running, Some(why)).await;
+        }
+        state.pools = pools;
+        state.config = Arc::new(new);
+        self.publish(&state);
+        Ok(notes.join("; "))
+    }
+}
+
+fn fields(fields: &[PoolField]) -> String {
+    fields
+        .iter()
+        .map(|f| f.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Pushes live-changeable settings into a running pool.
+fn apply_live(running: &Running, p: &PoolConfig, changed: &[PoolField]) {
+    let core = running.service.core();
+    if changed.contains(&PoolField::Limits) {
+        core.backend.set_settings(pool_settings(&p.limits));
+    }
+    if changed.contains(&PoolField::Leaks) {
+        core.leaks.send_replace(leak_settings(&p.leaks));
+    }
+}
+
+/// Stops a pool: its accept loop and leak watcher end, its clients are asked to end after
+/// their transaction (`why`, if given), and its pool closes (idle connections now, the rest as
+/// they come back). Returns the listener for reuse.
+async fn retire(running: Running, why: Option<String>) -> Option<TcpListener> {
+    let _ = running.stop.send(true);
+    let listener = match running.accept {
+        Some(accept) => accept.await.ok(),
+        None => None,
+    };
+    let _ = running.leaks.await;
+    let core = running.service.core();
+    if let Some(why) = why {
+        for client in core.sessions.list() {
+            client.end_gracefully(why.clone());
+        }
+    }
+    core.backend.close().await;
+    listener
+}
+
+async fn bind(p: &PoolConfig) -> Result<TcpListener, StartError> {
+    TcpListener::bind(p.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            pool: p.name.clone(),
+            addr: p.listen,
+            source,
+        })
+}
+
+/// Starts serving `service` on `listener`.
+fn run_pool(p: &PoolConfig, service: Arc<dyn Service>, listener: TcpListener) -> Running {
+    let addr = listener.local_addr().unwrap_or(p.listen);
+    info!(pool = %p.name, listen = %addr, primary = %p.primary, mode = p.mode.as_str(), "pool listening");
+    let (stop, _) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(p.limits.max_clients as usize));
+    let leaks = tokio::spawn(crate::leaks::watch(service.clone(), stop.subscribe()));
+    let accept = Some(tokio::spawn(accept_loop(
+        listener,
+        service.clone(),
+        permits,
+        stop.subscribe(),
+    )));
+    Running {
+        config: p.clone(),
+        service,
+        addr,
+        stop,
+        accept,
+        leaks,
+    }
+}
+
+/// Answers reload requests from the console.
+async fn serve_reloads(
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<ReloadRequest>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let reply = tokio::select! {
+            r = requests.recv() => match r {
+                Some(reply) => reply,
+                None => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = reply.send(shared.reload_file().await);
+    }
+}
+
+/// Reloads when the config file's content changes. Polling the content (through any symlinks)
+/// rather than watching inotify events is immune to how the file is replaced: editors' rename
+/// dances, Kubernetes' ConfigMap symlink swap, and access events all look the same. A change is
+/// applied once two polls in a row read the same new content (debounce).
+async fn watch_file(
+    shared: Arc<Shared>,
+    path: PathBuf,
+    mut applied: Option<Vec<u8>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut candidate: Option<Vec<u8>> = None;
+    let mut tick = tokio::time::interval(CONFIG_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        // A missing file (mid-swap) is not a change; the next poll looks again.
+        let Ok(now) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        if applied.as_ref() == Some(&now) {
+            candidate = None;
+            continue;
+        }
+        if candidate.as_ref() != Some(&now) {
+            candidate = Some(now);
+            continue;
+        }
+        info!(file = %path.display(), "config file changed; reloading");
+        let _ = shared.reload_file().await;
+        applied = candidate.take();
+    }
+}
+
+/// The session stage of `p`'s protocol.
+fn new_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartError> {
+    match p.protocol {
+        Protocol::Postgres => pg_service(p, ctx),
+        other => Err(StartError::Unsupported {
+            pool: p.name.clone(),
+            protocol: other.as_str(),
+        }),
     }
 }
 
@@ -224,11 +658,7 @@ async fn metrics_upkeep(telemetry: Arc<Telemetry>, mut stop: watch::Receiver<boo
     }
 }
 
-fn pg_service(
-    p: &PoolConfig,
-    cancels: Arc<CancelRegistry>,
-    telemetry: &Telemetry,
-) -> Result<PgService, StartError> {
+fn pg_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartError> {
     let tls_error = |source| StartError::Tls {
         pool: p.name.clone(),
         source: Box::new(source),
@@ -252,51 +682,47 @@ fn pg_service(
             .collect(),
         tls: server_tls,
     };
-    let metrics = Arc::new(telemetry.pool_metrics(&p.name, &p.primary.to_string(), Role::Primary));
-    Ok(PgService {
+    let metrics = Arc::new(ctx.telemetry.pool_metrics(
+        &p.name,
+        &p.primary.to_string(),
+        Role::Primary,
+    ));
+    let primary = PgPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
+    Ok(Arc::new(PgService {
+        core: PoolCore::new(p, Arc::new(primary.clone()), metrics),
         client_tls,
-        name: p.name.as_str().into(),
-        mode: p.mode,
         client_auth: p.client_auth,
         mock_key: rand::random(),
         users,
-        primary: PgPool::with_observer(connector, pool_settings(&p.limits), metrics.clone()),
-        metrics,
-        clients: Default::default(),
-        primary_addr: p.primary.to_string(),
-        cancels,
+        primary,
+        cancels: ctx.cancels.clone(),
+        hub: ctx.hub.clone(),
         login_params: Default::default(),
-        max_clients: p.limits.max_clients,
         statement_names: Default::default(),
         prepared_per_connection: p.limits.prepared_statements_per_connection as usize,
-        pinned: Default::default(),
-        pins_total: Default::default(),
-        leaks_total: Default::default(),
-        leaked_now: Default::default(),
-        abandoned_total: Default::default(),
-    })
+    }))
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    svc: Arc<PgService>,
+    svc: Arc<dyn Service>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> TcpListener {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.changed() => return,
+            _ = stop.changed() => return listener,
         };
         match accepted {
             Ok((stream, addr)) => {
                 let permit = permits.clone().try_acquire_owned().ok();
-                tokio::spawn(client::serve(svc.clone(), stream, addr, permit));
+                tokio::spawn(svc.clone().serve(stream, addr, permit));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly instead of spinning.
-                warn!(pool = %svc.name, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                warn!(pool = %svc.core().name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -43,7 +43,13 @@ pub struct ClientInfo {
     kill: Notify,
     /// Why the session is being ended, for the client's error.
     kill_reason: Mutex<Option<String>>,
+    /// How it is to end: [`NOT_ENDING`], [`END_GRACEFULLY`] or [`END_NOW`].
+    ending: AtomicU8,
 }
+
+const NOT_ENDING: u8 = 0;
+const END_GRACEFULLY: u8 = 1;
+const END_NOW: u8 = 2;
 
 impl ClientInfo {
     /// A new session's facts.
@@ -68,6 +74,7 @@ impl ClientInfo {
             last_statement: Mutex::new(String::new()),
             kill: Notify::new(),
             kill_reason: Mutex::new(None),
+            ending: AtomicU8::new(NOT_ENDING),
         }
     }
 
@@ -105,7 +112,28 @@ impl ClientInfo {
     /// Asks the session to end; `reason` is told to the client.
     pub fn kill(&self, reason: String) {
         *self.kill_reason.lock() = Some(reason);
+        self.ending.store(END_NOW, Ordering::Relaxed);
         self.kill.notify_one();
+    }
+
+    /// Asks the session to end once its current transaction is over (drain, pool removed by a
+    /// reload); `reason` is told to the client. Does nothing if an end was already asked for.
+    pub fn end_gracefully(&self, reason: String) {
+        let asked = self.ending.compare_exchange(
+            NOT_ENDING,
+            END_GRACEFULLY,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        if asked.is_ok() {
+            *self.kill_reason.lock() = Some(reason);
+            self.kill.notify_one();
+        }
+    }
+
+    /// Whether the session was asked to end after its transaction rather than at once.
+    pub fn ends_gracefully(&self) -> bool {
+        self.ending.load(Ordering::Relaxed) == END_GRACEFULLY
     }
 
     /// Why [`ClientInfo::kill`] was called.

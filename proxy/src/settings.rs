@@ -28,6 +28,15 @@ pub fn pool_settings(limits: &Limits) -> PoolSettings {
     }
 }
 
+/// Leak detection settings from a pool's `[pools.leaks]`.
+pub fn leak_settings(l: &sidepool_config::Leaks) -> crate::leaks::LeakSettings {
+    crate::leaks::LeakSettings {
+        threshold: l.threshold,
+        terminate_after: (l.action == sidepool_config::LeakAction::Terminate)
+            .then_some(l.terminate_after),
+    }
+}
+
 /// Tokio worker threads for `[runtime] workers`: the configured number, or for 0 the
 /// container's CPU quota (cgroup v2 `cpu.max`), falling back to the visible cores; at least 1.
 pub fn worker_threads(configured: usize) -> usize {

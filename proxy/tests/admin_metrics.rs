@@ -15,7 +15,6 @@ use std::time::Duration;
 use harness::*;
 use pprof::protos::Message;
 use sidepool_loadtest::testbed::PgAuth;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// DESIGN §9, name and type. `sidepool_replica_lag_seconds` is left out on purpose: it is not
 /// emitted until replica routing exists (see `sidepool::telemetry`).
@@ -52,40 +51,8 @@ const CLOSE_REASONS: &[&str] = &[
     "rebalance",
 ];
 
-struct Http {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Http {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// One HTTP/1.1 GET with `Connection: close`, read to the end.
-async fn get(addr: SocketAddr, path: &str) -> Http {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: sidepool\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(&buf)));
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    Http {
-        status,
-        head,
-        body: buf[split + 4..].to_vec(),
-    }
-}
-
 async fn scrape(addr: SocketAddr) -> String {
-    let r = get(addr, "/metrics").await;
+    let r = http_get(addr, "/metrics").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         r.head
@@ -148,15 +115,15 @@ async fn admin_endpoints_metrics_and_profiles_under_pgbench_load() {
     }
     assert_eq!(must_value(&text, "sidepool_pool_max_open", &[pool]), 4.0);
 
-    let health = get(admin, "/healthz").await;
+    let health = http_get(admin, "/healthz").await;
     assert_eq!((health.status, health.text().trim()), (200, "ok"));
-    let ready = get(admin, "/readyz").await;
+    let ready = http_get(admin, "/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.text());
-    assert_eq!(get(admin, "/no/such/page").await.status, 404);
+    assert_eq!(http_get(admin, "/no/such/page").await.status, 404);
     for bad in ["seconds=0", "seconds=999"] {
-        let r = get(admin, &format!("/debug/pprof/profile?{bad}")).await;
+        let r = http_get(admin, &format!("/debug/pprof/profile?{bad}")).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
-        let r = get(admin, &format!("/debug/pprof/flamegraph?{bad}")).await;
+        let r = http_get(admin, &format!("/debug/pprof/flamegraph?{bad}")).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
     }
 
@@ -196,14 +163,14 @@ async fn admin_endpoints_metrics_and_profiles_under_pgbench_load() {
     .await;
 
     // A 1 s profile under load; a second request meanwhile is refused.
-    let profile = tokio::spawn(get(admin, "/debug/pprof/profile?seconds=1"));
+    let profile = tokio::spawn(http_get(admin, "/debug/pprof/profile?seconds=1"));
     must_eventually(Duration::from_secs(5), "profile running", || async {
         sidepool::admin::profile_running()
     })
     .await;
-    let busy = get(admin, "/debug/pprof/profile?seconds=1").await;
+    let busy = http_get(admin, "/debug/pprof/profile?seconds=1").await;
     assert_eq!(busy.status, 409, "{}", busy.text());
-    let busy = get(admin, "/debug/pprof/flamegraph?seconds=1").await;
+    let busy = http_get(admin, "/debug/pprof/flamegraph?seconds=1").await;
     assert_eq!(busy.status, 409, "{}", busy.text());
     let profile = profile.await.unwrap();
     assert_eq!(profile.status, 200, "{}", profile.text());
@@ -218,7 +185,7 @@ async fn admin_endpoints_metrics_and_profiles_under_pgbench_load() {
     );
     assert!(!decoded.location.is_empty() && decoded.period > 0);
 
-    let flame = get(admin, "/debug/pprof/flamegraph?seconds=1").await;
+    let flame = http_get(admin, "/debug/pprof/flamegraph?seconds=1").await;
     assert_eq!(flame.status, 200, "{}", flame.text());
     let svg = flame.text();
     assert!(
@@ -287,7 +254,7 @@ async fn admin_endpoints_metrics_and_profiles_under_pgbench_load() {
         );
     }
 
-    let pools = get(admin, "/pools").await;
+    let pools = http_get(admin, "/pools").await;
     assert_eq!(pools.status, 200);
     let json: serde_json::Value = serde_json::from_slice(&pools.body).expect("/pools is JSON");
     let p = &json["pools"][0];
@@ -300,11 +267,11 @@ async fn admin_endpoints_metrics_and_profiles_under_pgbench_load() {
     assert!(p["stats"]["opened"].as_u64().unwrap() >= 4, "{p}");
 
     proxy.server().set_draining(true);
-    let draining = get(admin, "/readyz").await;
+    let draining = http_get(admin, "/readyz").await;
     assert_eq!(draining.status, 503);
     assert!(draining.text().contains("draining"), "{}", draining.text());
     proxy.server().set_draining(false);
-    assert_eq!(get(admin, "/readyz").await.status, 200);
+    assert_eq!(http_get(admin, "/readyz").await.status, 200);
 
     proxy.shutdown().await;
 }
@@ -323,7 +290,7 @@ async fn readyz_is_503_naming_the_pool_whose_primary_is_unreachable() {
     .await;
     let admin = proxy.server().admin_addr();
 
-    let ready = get(admin, "/readyz").await;
+    let ready = http_get(admin, "/readyz").await;
     assert_eq!(ready.status, 503, "{}", ready.text());
     let body = ready.text();
     assert!(
@@ -331,7 +298,7 @@ async fn readyz_is_503_naming_the_pool_whose_primary_is_unreachable() {
         "{body}"
     );
     assert_eq!(
-        get(admin, "/healthz").await.status,
+        http_get(admin, "/healthz").await.status,
         200,
         "alive though not ready"
     );

@@ -10,11 +10,12 @@
 //! wrapped as a recording rule; `make test` installs it (Debian package `prometheus`), and
 //! without it those tests fail with that hint.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "support/dashboards.rs"]
+mod dashboards;
 
-use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+use dashboards::*;
 use sidepool::telemetry::names;
 
 /// One metric of the `names` module.
@@ -22,15 +23,6 @@ use sidepool::telemetry::names;
 struct Metric {
     kind: String,
     labels: BTreeSet<String>,
-}
-
-fn repo_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
-fn read(rel: &str) -> String {
-    let path = repo_file(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// Parses `pub mod names { … }` of telemetry.rs: name → kind and label set.
@@ -100,50 +92,6 @@ fn series_refs(expr: &str) -> Vec<(String, Option<String>)> {
         from = end;
     }
     out
-}
-
-fn dashboard() -> Value {
-    serde_json::from_str(&read("dashboards/sidepool.json")).expect("sidepool.json is JSON")
-}
-
-/// All panels, rows' nested panels included (rows themselves excluded).
-fn panels(dash: &Value) -> Vec<&Value> {
-    fn walk<'a>(list: &'a Value, out: &mut Vec<&'a Value>) {
-        for p in list.as_array().into_iter().flatten() {
-            if p["type"] == "row" {
-                walk(&p["panels"], out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&dash["panels"], &mut out);
-    out
-}
-
-/// (panel title, expr) of every panel target.
-fn panel_exprs(dash: &Value) -> Vec<(String, String)> {
-    panels(dash)
-        .iter()
-        .flat_map(|p| {
-            let title = p["title"].as_str().unwrap_or("?").to_owned();
-            p["targets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |t| (title.clone(), t["expr"].as_str().unwrap_or("").to_owned()))
-        })
-        .collect()
-}
-
-fn variable<'a>(dash: &'a Value, name: &str) -> &'a Value {
-    dash["templating"]["list"]
-        .as_array()
-        .expect("templating.list")
-        .iter()
-        .find(|v| v["name"] == name)
-        .unwrap_or_else(|| panic!("no template variable `{name}`"))
 }
 
 #[test]
@@ -453,42 +401,16 @@ fn alert_exprs_reference_only_exported_metrics() {
     }
 }
 
-fn must_find_promtool() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("promtool"))
-        .find(|p| p.is_file())
-        .expect("promtool not found: apt-get install prometheus (or run `make test`, which installs it)")
-}
-
-fn check_rules(promtool: &Path, file: &Path) {
-    let out = Command::new(promtool)
-        .arg("check")
-        .arg("rules")
-        .arg(file)
-        .output()
-        .expect("run promtool");
-    assert!(
-        out.status.success(),
-        "promtool check rules {}:\n{}{}",
-        file.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `promtool check rules` accepts the alert rules.
 #[test]
 fn promtool_accepts_the_alert_rules() {
-    let promtool = must_find_promtool();
-    check_rules(&promtool, &repo_file("dashboards/alerts.yml"));
+    must_pass_promtool_check_rules(&repo_file("dashboards/alerts.yml"));
 }
 
 /// Every dashboard expression, with Grafana's variables
 /// replaced, must parse as PromQL (wrapped as recording rules for `promtool check rules`).
 #[test]
 fn promtool_parses_every_dashboard_expr() {
-    let promtool = must_find_promtool();
     let mut yaml = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, (_, expr)) in panel_exprs(&dashboard()).iter().enumerate() {
         let expr = expr
@@ -503,5 +425,5 @@ fn promtool_parses_every_dashboard_expr() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("dashboard-exprs.yml");
     std::fs::write(&file, yaml).expect("write rules");
-    check_rules(&promtool, &file);
+    must_pass_promtool_check_rules(&file);
 }

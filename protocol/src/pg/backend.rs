@@ -211,6 +211,64 @@ pub fn command_complete(command: &str) -> Bytes {
     finish(b)
 }
 
+/// The type of a column in a [`row_description`] (text format either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// `text` (OID 25).
+    Text,
+    /// `int8` (OID 20); clients align it as a number.
+    Int8,
+    /// `float8` (OID 701).
+    Float8,
+    /// `bool` (OID 16).
+    Bool,
+}
+
+impl ColumnType {
+    fn oid_and_len(self) -> (u32, i16) {
+        match self {
+            Self::Text => (25, -1),
+            Self::Int8 => (20, 8),
+            Self::Float8 => (701, 8),
+            Self::Bool => (16, 1),
+        }
+    }
+}
+
+/// RowDescription of text-format columns not backed by a table.
+pub fn row_description(columns: &[(&str, ColumnType)]) -> Bytes {
+    let mut b = start(tag::ROW_DESCRIPTION, 2 + columns.len() * 32);
+    b.put_u16(columns.len().min(u16::MAX as usize) as u16);
+    for (name, ty) in columns.iter().take(u16::MAX as usize) {
+        let (oid, len) = ty.oid_and_len();
+        put_cstr(&mut b, name);
+        b.put_u32(0); // table OID
+        b.put_i16(0); // column number
+        b.put_u32(oid);
+        b.put_i16(len);
+        b.put_i32(-1); // type modifier
+        b.put_i16(0); // text format
+    }
+    finish(b)
+}
+
+/// DataRow of text values (`None` = SQL NULL).
+pub fn data_row(values: &[Option<&str>]) -> Bytes {
+    let size: usize = values.iter().map(|v| 4 + v.map_or(0, str::len)).sum();
+    let mut b = start(tag::DATA_ROW, 2 + size);
+    b.put_u16(values.len().min(u16::MAX as usize) as u16);
+    for v in values.iter().take(u16::MAX as usize) {
+        match v {
+            Some(v) => {
+                b.put_u32(v.len() as u32);
+                b.put_slice(v.as_bytes());
+            }
+            None => b.put_i32(-1),
+        }
+    }
+    finish(b)
+}
+
 /// CloseComplete.
 pub fn close_complete() -> Bytes {
     Bytes::from_static(b"3\0\0\0\x04")

@@ -120,6 +120,10 @@ pub async fn serve(
             Err(_) => return Err(SessionError::LoginTimeout(LOGIN_TIMEOUT)),
         }
         debug!(database = %login.info.database, "client authenticated");
+        if login.info.database == crate::console::DATABASE {
+            return crate::console::run(&svc, stream, buf, login).await;
+        }
+        let _registered = svc.sessions.register(&login.info);
         Relay::start(svc.clone(), stream, buf, login).await
     };
     if let Err(e) = result.instrument(span.clone()).await {

@@ -167,6 +167,8 @@ pub(crate) struct Relay {
     client_inbox: bool,
     /// Server bytes arrived while writing to the server and await processing.
     server_inbox: bool,
+    /// Asked to end gracefully while a transaction was in flight: end when it is over.
+    closing: bool,
 }
 
 impl Relay {
@@ -198,6 +200,7 @@ impl Relay {
             dropping: false,
             client_inbox: false,
             server_inbox: false,
+            closing: false,
         };
         let result = relay.run().await;
         if relay.pinned.is_some() {
@@ -250,6 +253,9 @@ impl Relay {
             .map_err(SessionError::ClientIo)?;
 
         loop {
+            if self.closing && self.between_transactions() {
+                return self.terminate().await;
+            }
             if std::mem::take(&mut self.server_inbox) {
                 self.on_server().await?;
                 continue;
@@ -282,24 +288,12 @@ impl Relay {
                     }
                 }
                 Event::Killed => {
-                    let reason = info
-                        .kill_reason()
-                        .unwrap_or_else(|| "sidepool: terminating connection".into());
-                    let code = if self
-                        .server
-                        .as_ref()
-                        .is_some_and(|a| a.status != TransactionStatus::Idle)
-                    {
-                        IDLE_IN_TRANSACTION_TIMEOUT
-                    } else {
-                        errors::ADMIN_SHUTDOWN
-                    };
-                    let _ = self
-                        .client
-                        .write_all(&error(Severity::Fatal, code, &reason, None))
-                        .await;
-                    let _ = self.client.shutdown().await;
-                    return self.finish_after(false).await;
+                    if info.ends_gracefully() && !self.between_transactions() {
+                        // Drain: end once the transaction in flight is over.
+                        self.closing = true;
+                        continue;
+                    }
+                    return self.terminate().await;
                 }
                 Event::Server(r) => {
                     let addr = self.svc.primary_addr.clone();
@@ -314,6 +308,40 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Whether no transaction or statement is in flight: no server connection, or one that is
+    /// idle with nothing owed.
+    fn between_transactions(&self) -> bool {
+        self.server
+            .as_ref()
+            .is_none_or(|a| a.status == TransactionStatus::Idle && a.quiet())
+    }
+
+    /// Ends the session as [`ClientInfo::kill`] or [`ClientInfo::end_gracefully`] asked: tells
+    /// the client why (25P03 inside a transaction, else 57P01), then cleans the server
+    /// connection up as if the client had left.
+    async fn terminate(&mut self) -> Result<(), SessionError> {
+        let reason = self
+            .login
+            .info
+            .kill_reason()
+            .unwrap_or_else(|| "sidepool: terminating connection".into());
+        let code = if self
+            .server
+            .as_ref()
+            .is_some_and(|a| a.status != TransactionStatus::Idle)
+        {
+            IDLE_IN_TRANSACTION_TIMEOUT
+        } else {
+            errors::ADMIN_SHUTDOWN
+        };
+        let _ = self
+            .client
+            .write_all(&error(Severity::Fatal, code, &reason, None))
+            .await;
+        let _ = self.client.shutdown().await;
+        self.finish_after(false).await
     }
 
     /// The ParameterStatus list for the login reply. Session mode checks its server connection
@@ -351,6 +379,7 @@ impl Relay {
     /// client's. `Err` carries the ErrorResponse to send.
     async fn attach(&mut self, severity: Severity) -> Result<(), Bytes> {
         let svc = &self.svc;
+        svc.until_resumed().await;
         for _ in 0..DEAD_RETRIES {
             let mut conn = match svc
                 .primary

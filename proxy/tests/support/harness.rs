@@ -197,6 +197,78 @@ impl Proxy {
             s.shutdown().await;
         }
     }
+
+    /// Takes the server out (for `drain`, which consumes it).
+    pub fn take_server(&mut self) -> Server {
+        self.server.take().expect("server running")
+    }
+
+    /// sidepool started from a config file (so reloads read it), written into `dir`.
+    pub async fn must_start_from_file(
+        dir: &std::path::Path,
+        primary: &str,
+        spec: &PoolSpec,
+    ) -> Proxy {
+        let path = dir.join("sidepool.toml");
+        std::fs::write(&path, config_text(primary, spec)).expect("write config");
+        let config =
+            sidepool_config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let server = Server::start(&config).await.expect("sidepool starts");
+        let addr = server.local_addr("test").expect("pool bound");
+        Proxy {
+            server: Some(server),
+            addr,
+        }
+    }
+
+    /// A DSN for the admin console (database `sidepool`) on this pool's listener.
+    pub fn console_dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname=sidepool connect_timeout=10",
+            self.addr.port()
+        )
+    }
+}
+
+/// Connects with `dsn` and also returns how the connection ended (a FATAL from the server
+/// arrives there, not at the next query).
+pub async fn connect_watched(
+    dsn: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::oneshot::Receiver<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {dsn}: {}", db_message(&e)));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = tx.send(conn.await);
+    });
+    (client, rx)
+}
+
+/// Rows of a console command as strings, by column name.
+pub async fn must_console(
+    c: &tokio_postgres::Client,
+    sql: &str,
+) -> Vec<std::collections::HashMap<String, Option<String>>> {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", db_message(&e)));
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                r.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, col)| (col.name().to_owned(), r.get(i).map(str::to_owned)))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
 }
 
 pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -378,5 +450,45 @@ impl PeakSampler {
     pub async fn peak(self) -> i64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.await.expect("sampler")
+    }
+}
+
+/// An HTTP response read to its end.
+pub struct Http {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Http {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 GET with `Connection: close`, read to the end.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Http {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the admin listener");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: sidepool\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.expect("send request");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read response");
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(&buf)));
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    Http {
+        status,
+        head,
+        body: buf[split + 4..].to_vec(),
     }
 }

@@ -100,3 +100,25 @@ fn data_row_decodes_values_and_nulls() {
         "count larger than the body"
     );
 }
+
+#[test]
+fn data_row_round_trips_through_the_parser() {
+    let row = data_row(&[Some("pool"), None, Some("")]);
+    assert_eq!(row[0], tag::DATA_ROW);
+    let values = parse_data_row(&row).expect("parses");
+    assert_eq!(values, vec![Some(&b"pool"[..]), None, Some(&b""[..])]);
+}
+
+#[test]
+fn row_description_lists_names_and_type_oids() {
+    let msg = row_description(&[("name", ColumnType::Text), ("n", ColumnType::Int8)]);
+    assert_eq!(msg[0], tag::ROW_DESCRIPTION);
+    let len = u32::from_be_bytes([msg[1], msg[2], msg[3], msg[4]]) as usize;
+    assert_eq!(len + 1, msg.len());
+    assert_eq!(&msg[5..7], &[0, 2]);
+    assert_eq!(&msg[7..12], b"name\0");
+    // After the name: table OID (4 bytes), column number (2), then the type OID.
+    assert_eq!(&msg[18..22], &25u32.to_be_bytes());
+    assert_eq!(&msg[30..32], b"n\0");
+    assert_eq!(&msg[38..42], &20u32.to_be_bytes());
+}

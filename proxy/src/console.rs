@@ -1,0 +1,731 @@
+//! The admin console (DESIGN §7): a client that logs in to any PostgreSQL listener with database
+//! name `sidepool` gets a PgBouncer-style console instead of a server connection.
+//!
+//! It speaks the simple query protocol only (what psql and PgBouncer's console users send) and
+//! answers every command itself: `SHOW POOLS|CLIENTS|SERVERS|STATS|LEAKS|CONFIG|HELP`, `RELOAD`,
+//! `PAUSE [pool]`, `RESUME [pool]`, `KILL <client id | pool>`. Results are text rows that psql
+//! renders as tables. Logging in takes the same credentials as the pool's listener; see
+//! docs/decisions.md for why there is no separate admin user list.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::RwLock;
+use sidepool_config::Config;
+use sidepool_protocol::pg::backend::{self as be, ColumnType, Severity};
+use sidepool_protocol::pg::frontend::{self, tag as fe};
+use sidepool_protocol::pg::{TransactionStatus, frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::error::SessionError;
+use crate::leaks::suspects;
+use crate::pg::PgService;
+use crate::pg::client::{Login, login_reply};
+use crate::pg::errors::error;
+use crate::service::Service;
+use crate::telemetry::saturation;
+use crate::tls::Stream;
+
+/// The database name that selects the console.
+pub const DATABASE: &str = "sidepool";
+
+/// Longest console query accepted.
+const MAX_QUERY_LEN: usize = 64 * 1024;
+
+/// How long `PAUSE` waits for checked-out connections to come back before it answers.
+const PAUSE_WAIT: Duration = Duration::from_secs(30);
+
+/// SQLSTATE for a console command it does not know (`syntax_error`).
+const SYNTAX_ERROR: &str = "42601";
+/// SQLSTATE for a pool or client that does not exist (`undefined_object`).
+const UNDEFINED_OBJECT: &str = "42704";
+/// SQLSTATE for a failed reload or pause (`object_not_in_prerequisite_state`).
+const NOT_IN_PREREQUISITE_STATE: &str = "55000";
+/// SQLSTATE for extended-protocol messages (`feature_not_supported`).
+const FEATURE_NOT_SUPPORTED: &str = "0A000";
+
+/// A reload request to the server: the reply says what changed, or why nothing did.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
+/// What the console (and reload) share across every pool of the process.
+#[derive(Debug)]
+pub struct Hub {
+    /// Every running pool, in config order.
+    services: RwLock<Vec<Arc<dyn Service>>>,
+    /// The config in force.
+    config: RwLock<Arc<Config>>,
+    /// The server's reload task.
+    reload: mpsc::Sender<ReloadRequest>,
+}
+
+impl Hub {
+    /// A hub for `config`; reload requests go to `reload`.
+    pub fn new(config: Arc<Config>, reload: mpsc::Sender<ReloadRequest>) -> Self {
+        Hub {
+            services: RwLock::new(Vec::new()),
+            config: RwLock::new(config),
+            reload,
+        }
+    }
+
+    /// Replaces the list of running pools.
+    pub fn set_services(&self, services: Vec<Arc<dyn Service>>) {
+        *self.services.write() = services;
+    }
+
+    /// Every running pool.
+    pub fn services(&self) -> Vec<Arc<dyn Service>> {
+        self.services.read().clone()
+    }
+
+    /// Records the config now in force.
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.write() = config;
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
+    }
+
+    /// Asks the server to reload its config file and waits for the outcome.
+    pub async fn reload(&self) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        if self.reload.send(tx).await.is_err() {
+            return Err("sidepool is shutting down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the reload was abandoned (shutting down)".into()))
+    }
+
+    /// Pools named `name`, or all of them for `None`; an error names a missing pool.
+    fn select(&self, name: Option<&str>) -> Result<Vec<Arc<dyn Service>>, String> {
+        let all = self.services();
+        match name {
+            None => Ok(all),
+            Some(n) => {
+                let found: Vec<_> = all.into_iter().filter(|s| &*s.core().name == n).collect();
+                if found.is_empty() {
+                    Err(format!("sidepool: no pool named \"{n}\""))
+                } else {
+                    Ok(found)
+                }
+            }
+        }
+    }
+}
+
+/// A result to send: rows with a header, or just a command tag.
+#[derive(Debug, PartialEq)]
+pub enum Reply {
+    /// A result set and its `CommandComplete` tag.
+    Rows {
+        columns: Vec<(&'static str, ColumnType)>,
+        rows: Vec<Vec<Option<String>>>,
+        tag: String,
+    },
+    /// A command without rows; `notice` is shown to the user first.
+    Done { tag: String, notice: Option<String> },
+    /// An error with its SQLSTATE.
+    Error { code: &'static str, message: String },
+}
+
+/// Serves a console session after authentication until the client leaves.
+pub async fn run(
+    svc: &PgService,
+    mut stream: Stream,
+    mut buf: BytesMut,
+    login: Login,
+) -> Result<(), SessionError> {
+    let Some(hub) = svc.hub.upgrade() else {
+        return Ok(());
+    };
+    info!(pool = %svc.name, client.addr = %login.info.addr, user = %login.info.user, "console session opened");
+    let params: Vec<(String, String)> = [
+        ("server_version", "15.0 (sidepool console)"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        ("application_name", login.info.application_name.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    stream
+        .write_all(&login_reply(&params, 0, 0))
+        .await
+        .map_err(SessionError::ClientIo)?;
+    // After an extended-protocol message the rest up to Sync is skipped, as a server would.
+    let mut skipping = false;
+    loop {
+        let Some(msg) = read_message(&mut stream, &mut buf).await? else {
+            return Ok(());
+        };
+        let mut out = BytesMut::new();
+        match msg[0] {
+            fe::TERMINATE => return Ok(()),
+            fe::QUERY => {
+                let sql = frontend::statement_text(&msg).unwrap_or_default();
+                let reply = execute(&hub, sql.trim()).await;
+                info!(command = %sql.trim(), ok = !matches!(reply, Reply::Error { .. }), "console command");
+                encode(&reply, &mut out);
+                out.extend_from_slice(&be::ready_for_query(TransactionStatus::Idle));
+            }
+            fe::SYNC => {
+                skipping = false;
+                out.extend_from_slice(&be::ready_for_query(TransactionStatus::Idle));
+            }
+            _ if skipping => {}
+            _ => {
+                skipping = true;
+                let reply = Reply::Error {
+                    code: FEATURE_NOT_SUPPORTED,
+                    message: "sidepool: the console accepts simple queries only (use psql)".into(),
+                };
+                encode(&reply, &mut out);
+            }
+        }
+        stream
+            .write_all(&out)
+            .await
+            .map_err(SessionError::ClientIo)?;
+    }
+}
+
+async fn read_message(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> Result<Option<Bytes>, SessionError> {
+    loop {
+        if let Some(h) = frame::check(buf, MAX_QUERY_LEN).map_err(SessionError::ClientProtocol)? {
+            return Ok(Some(buf.split_to(h.total_len).freeze()));
+        }
+        if stream.read_buf(buf).await.map_err(SessionError::ClientIo)? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+fn encode(reply: &Reply, out: &mut BytesMut) {
+    match reply {
+        Reply::Rows { columns, rows, tag } => {
+            out.extend_from_slice(&be::row_description(columns));
+            for row in rows {
+                let values: Vec<Option<&str>> = row.iter().map(Option::as_deref).collect();
+                out.extend_from_slice(&be::data_row(&values));
+            }
+            out.extend_from_slice(&be::command_complete(tag));
+        }
+        Reply::Done { tag, notice } => {
+            if let Some(n) = notice {
+                out.extend_from_slice(&be::notice_response(&be::ErrorFields {
+                    severity: Severity::Notice,
+                    code: "00000",
+                    message: n,
+                    detail: None,
+                    hint: None,
+                }));
+            }
+            out.extend_from_slice(&be::command_complete(tag));
+        }
+        Reply::Error { code, message } => {
+            out.extend_from_slice(&error(Severity::Error, code, message, None));
+        }
+    }
+}
+
+const HELP: &str = "SHOW POOLS | CLIENTS | SERVERS | STATS | LEAKS | CONFIG | HELP; RELOAD; \
+                    PAUSE [pool]; RESUME [pool]; KILL <client id | pool>";
+
+/// Runs one console command.
+pub async fn execute(hub: &Hub, sql: &str) -> Reply {
+    let sql = sql.trim_end_matches(';').trim();
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+    let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
+    let arg = words.get(1).copied();
+    match upper.as_slice() {
+        [] => Reply::Done {
+            tag: String::new(),
+            notice: None,
+        },
+        ["SHOW", what] => match *what {
+            "POOLS" => show_pools(hub),
+            "CLIENTS" => show_clients(hub),
+            "SERVERS" => show_servers(hub),
+            "STATS" => show_stats(hub),
+            "LEAKS" => show_leaks(hub),
+            "CONFIG" => show_config(hub),
+            "HELP" => help(),
+            _ => unknown(sql),
+        },
+        ["RELOAD"] => match hub.reload().await {
+            Ok(summary) => Reply::Done {
+                tag: "RELOAD".into(),
+                notice: Some(summary),
+            },
+            Err(why) => Reply::Error {
+                code: NOT_IN_PREREQUISITE_STATE,
+                message: format!("sidepool: reload failed, the running config stays: {why}"),
+            },
+        },
+        ["PAUSE"] | ["PAUSE", _] => pause(hub, arg).await,
+        ["RESUME"] | ["RESUME", _] => match hub.select(arg) {
+            Ok(pools) => {
+                for p in pools {
+                    p.core().paused.send_replace(false);
+                }
+                Reply::Done {
+                    tag: "RESUME".into(),
+                    notice: None,
+                }
+            }
+            Err(message) => Reply::Error {
+                code: UNDEFINED_OBJECT,
+                message,
+            },
+        },
+        ["KILL", _] => kill(hub, words[1]),
+        _ => unknown(sql),
+    }
+}
+
+fn unknown(sql: &str) -> Reply {
+    let shown: String = sql.chars().take(60).collect();
+    Reply::Error {
+        code: SYNTAX_ERROR,
+        message: format!("sidepool: unknown console command \"{shown}\"; commands: {HELP}"),
+    }
+}
+
+fn help() -> Reply {
+    Reply::Rows {
+        columns: vec![("commands", ColumnType::Text)],
+        rows: HELP.split("; ").map(|c| vec![Some(c.to_owned())]).collect(),
+        tag: "SHOW".into(),
+    }
+}
+
+fn int(n: impl Into<u64>) -> Option<String> {
+    Some(n.into().to_string())
+}
+
+fn secs(d: Duration) -> Option<String> {
+    Some(format!("{:.3}", d.as_secs_f64()))
+}
+
+fn text(s: impl Into<String>) -> Option<String> {
+    Some(s.into())
+}
+
+fn rows(columns: Vec<(&'static str, ColumnType)>, rows: Vec<Vec<Option<String>>>) -> Reply {
+    Reply::Rows {
+        tag: format!("SHOW {}", rows.len()),
+        columns,
+        rows,
+    }
+}
+
+fn show_pools(hub: &Hub) -> Reply {
+    use ColumnType::{Bool, Float8, Int8, Text};
+    let columns = vec![
+        ("pool", Text),
+        ("protocol", Text),
+        ("mode", Text),
+        ("backend", Text),
+        ("clients", Int8),
+        ("sv_in_use", Int8),
+        ("sv_idle", Int8),
+        ("sv_opening", Int8),
+        ("max_open", Int8),
+        ("waiting", Int8),
+        ("saturation", Float8),
+        ("pinned", Int8),
+        ("leaked", Int8),
+        ("paused", Bool),
+    ];
+    let data = hub
+        .services()
+        .iter()
+        .map(|s| {
+            let c = s.core();
+            let st = c.backend.stats();
+            vec![
+                text(&*c.name),
+                text(c.protocol.as_str()),
+                text(c.mode.as_str()),
+                text(&c.primary_addr),
+                int(c.clients.load(Relaxed)),
+                int(st.in_use),
+                int(st.idle),
+                int(st.opening),
+                int(st.max_open),
+                int(st.waiting),
+                Some(format!("{:.3}", saturation(&st))),
+                int(c.pinned.load(Relaxed)),
+                int(c.leaked_now.load(Relaxed)),
+                text(if *c.paused.borrow() { "t" } else { "f" }),
+            ]
+        })
+        .collect();
+    rows(columns, data)
+}
+
+fn show_clients(hub: &Hub) -> Reply {
+    use ColumnType::{Float8, Int8, Text};
+    let columns = vec![
+        ("id", Int8),
+        ("pool", Text),
+        ("addr", Text),
+        ("user", Text),
+        ("database", Text),
+        ("application_name", Text),
+        ("state", Text),
+        ("connected_seconds", Float8),
+        ("idle_seconds", Float8),
+        ("server", Int8),
+        ("last_statement", Text),
+    ];
+    let now = Instant::now();
+    let mut data = Vec::new();
+    for s in hub.services() {
+        let c = s.core();
+        let holders = c.backend.holders();
+        for client in c.sessions.list() {
+            let held = holders.iter().find(|h| h.client.id == client.id);
+            data.push(vec![
+                int(client.id),
+                text(&*c.name),
+                text(client.addr.to_string()),
+                text(&client.user),
+                text(&client.database),
+                text(&client.application_name),
+                text(if held.is_some() { "active" } else { "idle" }),
+                secs(now.saturating_duration_since(client.connected_at)),
+                secs(client.idle_for(now)),
+                held.and_then(|h| int(h.id)),
+                text(client.last_statement()),
+            ]);
+        }
+    }
+    rows(columns, data)
+}
+
+fn show_servers(hub: &Hub) -> Reply {
+    use ColumnType::{Float8, Int8, Text};
+    let columns = vec![
+        ("id", Int8),
+        ("pool", Text),
+        ("backend", Text),
+        ("state", Text),
+        ("client", Int8),
+        ("user", Text),
+        ("database", Text),
+        ("held_seconds", Float8),
+        ("age_seconds", Float8),
+    ];
+    let now = Instant::now();
+    let mut data = Vec::new();
+    for s in hub.services() {
+        let c = s.core();
+        for h in c.backend.holders() {
+            data.push(vec![
+                int(h.id),
+                text(&*c.name),
+                text(&c.primary_addr),
+                text("in_use"),
+                int(h.client.id),
+                text(&h.client.user),
+                text(&h.client.database),
+                secs(now.saturating_duration_since(h.checked_out_at)),
+                secs(now.saturating_duration_since(h.conn_created_at)),
+            ]);
+        }
+        let idle = c.backend.stats().idle;
+        if idle > 0 {
+            data.push(vec![
+                None,
+                text(&*c.name),
+                text(&c.primary_addr),
+                text(format!("idle ({idle})")),
+                None,
+                None,
+                None,
+                None,
+                None,
+            ]);
+        }
+    }
+    rows(columns, data)
+}
+
+fn show_stats(hub: &Hub) -> Reply {
+    use ColumnType::{Float8, Int8, Text};
+    let columns = vec![
+        ("pool", Text),
+        ("backend", Text),
+        ("opened", Int8),
+        ("connect_errors", Int8),
+        ("wait_count", Int8),
+        ("wait_seconds", Float8),
+        ("wait_timeouts", Int8),
+        ("rejected", Int8),
+        ("closed_max_idle", Int8),
+        ("closed_max_idle_time", Int8),
+        ("closed_max_lifetime", Int8),
+        ("closed_broken", Int8),
+        ("pins_total", Int8),
+        ("leaks_total", Int8),
+        ("abandoned_total", Int8),
+    ];
+    let data = hub
+        .services()
+        .iter()
+        .map(|s| {
+            let c = s.core();
+            let st = c.backend.stats();
+            vec![
+                text(&*c.name),
+                text(&c.primary_addr),
+                int(st.opened),
+                int(st.connect_errors),
+                int(st.wait_count),
+                secs(st.wait_duration),
+                int(st.wait_timeouts),
+                int(st.rejected),
+                int(st.max_idle_closed),
+                int(st.max_idle_time_closed),
+                int(st.max_lifetime_closed),
+                int(st.broken_closed),
+                int(c.pins_total.load(Relaxed)),
+                int(c.leaks_total.load(Relaxed)),
+                int(c.abandoned_total.load(Relaxed)),
+            ]
+        })
+        .collect();
+    rows(columns, data)
+}
+
+fn show_leaks(hub: &Hub) -> Reply {
+    use ColumnType::{Float8, Int8, Text};
+    let columns = vec![
+        ("pool", Text),
+        ("client", Int8),
+        ("addr", Text),
+        ("user", Text),
+        ("database", Text),
+        ("application_name", Text),
+        ("held_seconds", Float8),
+        ("idle_seconds", Float8),
+        ("last_statement", Text),
+    ];
+    let now = Instant::now();
+    let mut data = Vec::new();
+    for s in hub.services() {
+        let c = s.core();
+        let threshold = c.leaks.borrow().threshold;
+        for leak in suspects(&c.backend.holders(), now, threshold) {
+            let who = &leak.client;
+            data.push(vec![
+                text(&*c.name),
+                int(who.id),
+                text(who.addr.to_string()),
+                text(&who.user),
+                text(&who.database),
+                text(&who.application_name),
+                secs(leak.held),
+                secs(leak.idle),
+                text(who.last_statement()),
+            ]);
+        }
+    }
+    rows(columns, data)
+}
+
+/// The effective config, one row per key: `[[pools]]` sections are named `pools.<name>`.
+fn show_config(hub: &Hub) -> Reply {
+    use ColumnType::Text;
+    let toml = hub.config().to_effective_toml();
+    let columns = vec![("section", Text), ("key", Text), ("value", Text)];
+    rows(columns, config_rows(&toml))
+}
+
+/// Flattens rendered TOML into (section, key, value) rows.
+pub fn config_rows(toml: &str) -> Vec<Vec<Option<String>>> {
+    let mut data = Vec::new();
+    let mut section = String::new();
+    let mut pool = String::new();
+    for line in toml.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(h) = line.strip_prefix('[') {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            if h == "pools" {
+                pool.clear();
+            }
+            section = match h.strip_prefix("pools") {
+                Some(rest) if !pool.is_empty() => format!("pools.{pool}{rest}"),
+                _ => h.to_owned(),
+            };
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if section == "pools" && k == "name" {
+            pool = v.trim_matches('"').to_owned();
+            section = format!("pools.{pool}");
+        }
+        data.push(vec![text(&section), text(k), text(v)]);
+    }
+    data
+}
+
+async fn pause(hub: &Hub, pool: Option<&str>) -> Reply {
+    let pools = match hub.select(pool) {
+        Ok(p) => p,
+        Err(message) => {
+            return Reply::Error {
+                code: UNDEFINED_OBJECT,
+                message,
+            };
+        }
+    };
+    for p in &pools {
+        p.core().paused.send_replace(true);
+    }
+    // Like PgBouncer: answer once every server connection is back in the pool.
+    let deadline = Instant::now() + PAUSE_WAIT;
+    loop {
+        let in_use: u32 = pools.iter().map(|p| p.core().backend.stats().in_use).sum();
+        if in_use == 0 {
+            return Reply::Done {
+                tag: "PAUSE".into(),
+                notice: None,
+            };
+        }
+        if Instant::now() >= deadline {
+            return Reply::Error {
+                code: NOT_IN_PREREQUISITE_STATE,
+                message: format!(
+                    "sidepool: paused, but {in_use} server connection(s) are still in use after \
+                     {PAUSE_WAIT:?}; new checkouts wait until RESUME"
+                ),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn kill(hub: &Hub, target: &str) -> Reply {
+    let reason = "sidepool: connection terminated by the admin console (KILL)";
+    if let Ok(id) = target.parse::<u64>() {
+        for s in hub.services() {
+            if let Some(client) = s.core().sessions.find(id) {
+                client.kill(reason.into());
+                return Reply::Done {
+                    tag: "KILL".into(),
+                    notice: None,
+                };
+            }
+        }
+        return Reply::Error {
+            code: UNDEFINED_OBJECT,
+            message: format!("sidepool: no client with id {id} (see SHOW CLIENTS)"),
+        };
+    }
+    match hub.select(Some(target)) {
+        Ok(pools) => {
+            let mut n = 0;
+            for p in pools {
+                for client in p.core().sessions.list() {
+                    client.kill(reason.into());
+                    n += 1;
+                }
+            }
+            Reply::Done {
+                tag: "KILL".into(),
+                notice: Some(format!("{n} client(s) of pool \"{target}\" terminated")),
+            }
+        }
+        Err(message) => Reply::Error {
+            code: UNDEFINED_OBJECT,
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_rows_name_pool_sections() {
+        let toml = "[admin]\nlisten = \"127.0.0.1:9930\"\n\n[[pools]]\nname = \"app\"\nmax = 1\n\n[pools.limits]\nmax_open = 20\n";
+        let rows = config_rows(toml);
+        let flat: Vec<(String, String, String)> = rows
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter().map(Option::unwrap_or_default);
+                (
+                    it.next().unwrap_or_default(),
+                    it.next().unwrap_or_default(),
+                    it.next().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            flat[0],
+            ("admin".into(), "listen".into(), "\"127.0.0.1:9930\"".into())
+        );
+        assert_eq!(
+            flat[1],
+            ("pools.app".into(), "name".into(), "\"app\"".into())
+        );
+        assert_eq!(
+            flat[3],
+            ("pools.app.limits".into(), "max_open".into(), "20".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_commands_list_the_known_ones() {
+        let (tx, _rx) = mpsc::channel(1);
+        let hub = Hub::new(Arc::new(test_config()), tx);
+        match execute(&hub, "SHOW NONSENSE").await {
+            Reply::Error { code, message } => {
+                assert_eq!(code, SYNTAX_ERROR);
+                assert!(message.contains("SHOW POOLS"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert!(matches!(
+            execute(&hub, "KILL 424242").await,
+            Reply::Error {
+                code: UNDEFINED_OBJECT,
+                ..
+            }
+        ));
+        assert!(matches!(
+            execute(&hub, "pause nosuchpool;").await,
+            Reply::Error {
+                code: UNDEFINED_OBJECT,
+                ..
+            }
+        ));
+    }
+
+    fn test_config() -> Config {
+        let text = "[[pools]]\nname = \"p\"\nprotocol = \"postgres\"\nlisten = \"127.0.0.1:0\"\nprimary = \"127.0.0.1:5432\"\nclient_auth = \"trust\"\n";
+        sidepool_config::parse(text, "test.toml", &|_: &str| None).expect("valid config")
+    }
+}

@@ -1,0 +1,228 @@
+//! What every pool has whatever its protocol: the [`PoolCore`] that the admin listener, the leak
+//! watcher, the console and reload read and adjust, and the [`Service`] trait each protocol's
+//! session stage implements so that the server can accept clients for it.
+//!
+//! The pool itself is generic over its connector (`Pool<PgConnector, _>`, `Pool<MyConnector, _>`,
+//! …); [`Backend`] is the object-safe view of it that protocol-blind code needs.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use sidepool_config::{PoolConfig, PoolMode, Protocol};
+use sidepool_pool::{Connector, Pool, PoolSettings, Stats};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::Instant;
+
+use crate::leaks::LeakSettings;
+use crate::session::ClientInfo;
+use crate::telemetry::PoolMetrics;
+
+/// A boxed future, for the object-safe traits below.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One checked-out server connection and the client holding it.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// The connection's id within its pool.
+    pub id: u64,
+    /// When it was checked out.
+    pub checked_out_at: Instant,
+    /// When the server connection was opened.
+    pub conn_created_at: Instant,
+    /// The client holding it.
+    pub client: Arc<ClientInfo>,
+}
+
+/// The protocol-blind view of one backend's pool.
+pub trait Backend: Send + Sync + Debug {
+    /// A statistics snapshot.
+    fn stats(&self) -> Stats;
+    /// Every checked-out connection with its holder.
+    fn holders(&self) -> Vec<Holder>;
+    /// New limits (reload); see `Pool::set_settings`.
+    fn set_settings(&self, settings: PoolSettings);
+    /// The limits in force.
+    fn settings(&self) -> PoolSettings;
+    /// Closes the pool: idle connections now, checked-out ones when returned.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+impl<C: Connector> Backend for Pool<C, Arc<ClientInfo>> {
+    fn stats(&self) -> Stats {
+        Pool::stats(self)
+    }
+
+    fn holders(&self) -> Vec<Holder> {
+        self.checkouts()
+            .into_iter()
+            .map(|c| Holder {
+                id: c.id,
+                checked_out_at: c.checked_out_at,
+                conn_created_at: c.conn_created_at,
+                client: c.owner,
+            })
+            .collect()
+    }
+
+    fn set_settings(&self, settings: PoolSettings) {
+        Pool::set_settings(self, settings);
+    }
+
+    fn settings(&self) -> PoolSettings {
+        Pool::settings(self)
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Pool::close(self))
+    }
+}
+
+/// Counters and handles one pool shares with the admin listener, the leak watcher and the
+/// console, the same for every protocol.
+#[derive(Debug)]
+pub struct PoolCore {
+    /// Pool name, for logs, metrics and client errors.
+    pub name: Arc<str>,
+    /// The configured protocol.
+    pub protocol: Protocol,
+    /// Session or transaction pooling.
+    pub mode: PoolMode,
+    /// `host:port` of the primary, for logs and error messages.
+    pub primary_addr: String,
+    /// The primary's pool.
+    pub backend: Arc<dyn Backend>,
+    /// Metric handles of the primary backend (DESIGN §9).
+    pub metrics: Arc<PoolMetrics>,
+    /// The `max_clients` limit, for the error text.
+    pub max_clients: u32,
+    /// Clients connected now (past the `max_clients` check).
+    pub clients: AtomicU64,
+    /// Clients pinned to their server connection now (transaction mode).
+    pub pinned: AtomicU64,
+    /// Clients ever pinned.
+    pub pins_total: AtomicU64,
+    /// Suspected leaks ever reported.
+    pub leaks_total: AtomicU64,
+    /// Suspected leaks now.
+    pub leaked_now: AtomicU64,
+    /// Clients that went away inside a transaction (rolled back or closed).
+    pub abandoned_total: AtomicU64,
+    /// Every logged-in client, for the console (`SHOW CLIENTS`, `KILL`) and drain.
+    pub sessions: Sessions,
+    /// `[pools.leaks]` in force; the leak watcher follows changes (reload).
+    pub leaks: watch::Sender<LeakSettings>,
+    /// Set by the console's `PAUSE`: checkouts wait until `RESUME`.
+    pub paused: watch::Sender<bool>,
+}
+
+impl PoolCore {
+    /// A core for pool `p` with all counters at zero.
+    pub fn new(p: &PoolConfig, backend: Arc<dyn Backend>, metrics: Arc<PoolMetrics>) -> Self {
+        PoolCore {
+            name: p.name.as_str().into(),
+            protocol: p.protocol,
+            mode: p.mode,
+            primary_addr: p.primary.to_string(),
+            backend,
+            metrics,
+            max_clients: p.limits.max_clients,
+            clients: AtomicU64::new(0),
+            pinned: AtomicU64::new(0),
+            pins_total: AtomicU64::new(0),
+            leaks_total: AtomicU64::new(0),
+            leaked_now: AtomicU64::new(0),
+            abandoned_total: AtomicU64::new(0),
+            sessions: Sessions::default(),
+            leaks: watch::Sender::new(crate::settings::leak_settings(&p.leaks)),
+            paused: watch::Sender::new(false),
+        }
+    }
+
+    /// Waits while the pool is paused (console `PAUSE`); returns at once otherwise. Sessions
+    /// call it before every checkout.
+    pub async fn until_resumed(&self) {
+        if !*self.paused.borrow() {
+            return;
+        }
+        let mut rx = self.paused.subscribe();
+        // The sender lives as long as `self`, so this only ends by resuming.
+        let _ = rx.wait_for(|paused| !paused).await;
+    }
+}
+
+/// The logged-in clients of one pool.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<u64, Weak<ClientInfo>>>,
+}
+
+impl Sessions {
+    /// Adds a client for as long as the returned guard lives.
+    pub fn register(&self, info: &Arc<ClientInfo>) -> Registered<'_> {
+        self.map.lock().insert(info.id, Arc::downgrade(info));
+        Registered {
+            sessions: self,
+            id: info.id,
+        }
+    }
+
+    /// Every client logged in now, oldest first.
+    pub fn list(&self) -> Vec<Arc<ClientInfo>> {
+        let mut all: Vec<Arc<ClientInfo>> =
+            self.map.lock().values().filter_map(Weak::upgrade).collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// The client with session id `id`, if logged in.
+    pub fn find(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.map.lock().get(&id).and_then(Weak::upgrade)
+    }
+
+    /// How many clients are logged in.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// Whether no client is logged in.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Keeps a client in [`Sessions`]; removes it on drop.
+#[derive(Debug)]
+pub struct Registered<'a> {
+    sessions: &'a Sessions,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.sessions.map.lock().remove(&self.id);
+    }
+}
+
+/// A protocol's client-facing side: the server accepts a socket and hands it to `serve`.
+pub trait Service: Send + Sync + Debug + 'static {
+    /// The protocol-neutral part.
+    fn core(&self) -> &PoolCore;
+
+    /// Runs one client session to its end. `permit` is the client's `max_clients` slot, `None`
+    /// when the listener is full: the session then refuses the client with the protocol's own
+    /// error (PostgreSQL 53300, MySQL 1040).
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> BoxFuture<'static, ()>;
+}
