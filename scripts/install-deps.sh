@@ -9,6 +9,7 @@ have_pg_server || missing+=(postgresql)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v mariadb >/dev/null || missing+=(mariadb-client)
+command -v sysbench >/dev/null || missing+=(sysbench)      # MySQL pooling acceptance test
 command -v runuser >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
 # promtool checks the alert rules; the prometheus server runs the dashboard queries in a test

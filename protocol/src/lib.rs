@@ -1,7 +1,7 @@
 //! sidepool-protocol: the wire protocols sidepool speaks, as pure code (no sockets, no tokio).
 //!
-//! Owns framing, message types, handshake and authentication codecs for PostgreSQL (`pg`), SQL
-//! statement classification for read/write splitting (`sql`), and later MySQL (`mysql`) and
+//! Owns framing, message types, handshake and authentication codecs for PostgreSQL (`pg`) and
+//! MySQL (`mysql`), SQL statement classification for read/write splitting (`sql`), and later
 //! Dameng (`dm`). It must not do I/O, know
 //! about pools or configuration, or depend on any other sidepool crate.
 //!
@@ -10,6 +10,7 @@
 //! normal value (`Ok(None)`), not an error.
 
 pub mod error;
+pub mod mysql;
 pub mod pg;
 pub mod sql;
 

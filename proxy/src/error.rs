@@ -33,6 +33,13 @@ pub enum BackendError {
     /// The server answered with an ErrorResponse; `raw` is kept to forward as is.
     #[error("backend refused: {} {}", .fields.code, .fields.message)]
     Server { fields: ServerError, raw: Bytes },
+    /// A MySQL server answered with an ERR packet; `payload` is kept to forward as is.
+    #[error("backend refused: {code} {message}")]
+    MySqlServer {
+        code: u16,
+        message: String,
+        payload: Bytes,
+    },
     /// The server sent bytes that break the protocol.
     #[error("backend sent a malformed message")]
     Protocol(#[from] ProtocolError),
@@ -85,7 +92,9 @@ impl BackendError {
     pub fn kind(&self) -> BackendErrorKind {
         match self {
             Self::Io { .. } | Self::Closed { .. } => BackendErrorKind::Unreachable,
-            Self::Server { .. } | Self::Auth(_) | Self::Tls(_) => BackendErrorKind::Refused,
+            Self::Server { .. } | Self::MySqlServer { .. } | Self::Auth(_) | Self::Tls(_) => {
+                BackendErrorKind::Refused
+            }
             Self::Protocol(_) | Self::NoBackendKey { .. } | Self::Unexpected { .. } => {
                 BackendErrorKind::Protocol
             }

@@ -10,6 +10,7 @@ pub mod console;
 pub mod error;
 pub mod io;
 pub mod leaks;
+pub mod mysql;
 pub mod pg;
 pub mod server;
 pub mod service;

@@ -643,6 +643,9 @@ async fn watch_file(
 fn new_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartError> {
     match p.protocol {
         Protocol::Postgres => pg_service(p, ctx),
+        Protocol::Mysql | Protocol::Tidb => {
+            Ok(Arc::new(crate::mysql::MyService::new(p, &ctx.telemetry)))
+        }
         other => Err(StartError::Unsupported {
             pool: p.name.clone(),
             protocol: other.as_str(),

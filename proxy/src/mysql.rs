@@ -1,0 +1,108 @@
+//! MySQL, MariaDB and TiDB pools: one listener per `[[pools]]` entry with `protocol = "mysql"`
+//! or `"tidb"`.
+//!
+//! Stages (DESIGN §2): [`client`] greets the application and authenticates it against
+//! `[[pools.users]]`, [`relay`] checks a server connection out at the first command of a
+//! transaction (or holds one for the session) and forwards packets until the server reports
+//! no transaction, [`backend`] opens and logs in server connections, [`effects`] finds what a
+//! statement does to session state, [`replay`] moves that state between server connections.
+
+pub mod backend;
+pub mod client;
+pub mod effects;
+pub mod errors;
+pub mod relay;
+pub mod replay;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use sidepool_config::{ClientAuth, PoolConfig};
+use sidepool_pool::Pool;
+use sidepool_protocol::mysql::handshake::Greeting;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use self::backend::MyConnector;
+use crate::service::{BoxFuture, PoolCore, Service};
+use crate::session::ClientInfo;
+use crate::settings::pool_settings;
+use crate::telemetry::{Role, Telemetry};
+
+/// The pool type of a MySQL backend.
+pub type MyPool = Pool<MyConnector, Arc<ClientInfo>>;
+
+/// Everything a MySQL client session of one pool needs. The protocol-neutral part (name,
+/// counters, metrics, sessions) is its [`PoolCore`], reachable through `Deref`.
+#[derive(Debug)]
+pub struct MyService {
+    /// Name, mode, counters and metrics shared with admin, leaks and console.
+    pub core: PoolCore,
+    /// How clients authenticate: `password` = caching_sha2_password, `native` =
+    /// mysql_native_password, `trust`.
+    pub client_auth: ClientAuth,
+    /// Cleartext password per configured user.
+    pub users: HashMap<String, String>,
+    /// The primary's pool.
+    pub primary: MyPool,
+    /// The last greeting a server sent: version and capabilities offered to clients.
+    pub greeting: Arc<Mutex<Option<Greeting>>>,
+    /// (user, schema) pairs a server accepted, so later logins need no server connection.
+    pub known_schemas: Mutex<HashSet<(String, String)>>,
+    /// Statements kept prepared per server connection before the least recently used closes.
+    pub prepared_per_connection: usize,
+}
+
+impl std::ops::Deref for MyService {
+    type Target = PoolCore;
+
+    fn deref(&self) -> &PoolCore {
+        &self.core
+    }
+}
+
+impl Service for MyService {
+    fn core(&self) -> &PoolCore {
+        &self.core
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(client::serve(self, stream, addr, permit))
+    }
+}
+
+impl MyService {
+    /// The service of a `mysql`/`tidb` pool.
+    pub fn new(p: &PoolConfig, telemetry: &Telemetry) -> MyService {
+        let users: HashMap<String, String> = p
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.password.expose().to_owned()))
+            .collect();
+        let greeting = Arc::new(Mutex::new(None));
+        let connector = MyConnector {
+            addr: p.primary.to_string(),
+            passwords: users.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            greeting: greeting.clone(),
+        };
+        let metrics =
+            Arc::new(telemetry.pool_metrics(&p.name, &p.primary.to_string(), Role::Primary));
+        let primary = MyPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
+        MyService {
+            core: PoolCore::new(p, Arc::new(primary.clone()), metrics),
+            client_auth: p.client_auth,
+            users,
+            primary,
+            greeting,
+            known_schemas: Mutex::default(),
+            prepared_per_connection: p.limits.prepared_statements_per_connection as usize,
+        }
+    }
+}

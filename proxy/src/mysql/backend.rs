@@ -1,0 +1,465 @@
+//! Server connections: opening and authenticating a connection to MySQL/MariaDB/TiDB for the
+//! pool, and the small exchanges sidepool runs itself (settings, COM_INIT_DB, hidden prepares,
+//! ROLLBACK, COM_RESET_CONNECTION).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use sidepool_protocol::mysql::handshake::{self, Greeting, HandshakeResponse41};
+use sidepool_protocol::mysql::response::{self, Event, Expect, OkPacket, PrepareOk, Tracker};
+use sidepool_protocol::mysql::{
+    CapabilityFlags, StatusFlags, auth, command, lenenc_int, lenenc_str, packet,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::BackendError;
+use crate::tls::Stream;
+
+/// Cap on a packet sidepool reads whole in its own exchanges.
+const MAX_OWN_PACKET: usize = 16 << 20;
+
+/// Capabilities every server connection uses.
+pub const BASE_CAPABILITIES: CapabilityFlags = CapabilityFlags::CLIENT_LONG_PASSWORD
+    .union(CapabilityFlags::CLIENT_LONG_FLAG)
+    .union(CapabilityFlags::CLIENT_PROTOCOL_41)
+    .union(CapabilityFlags::CLIENT_TRANSACTIONS)
+    .union(CapabilityFlags::CLIENT_SECURE_CONNECTION)
+    .union(CapabilityFlags::CLIENT_PLUGIN_AUTH)
+    .union(CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA)
+    .union(CapabilityFlags::CLIENT_CONNECT_ATTRS);
+
+/// Capabilities that change what the server sends or accepts. A client's choice of these is
+/// part of the connection key: it only ever gets server connections negotiated the same way,
+/// so sidepool never rewrites result formats.
+pub const KEYED_CAPABILITIES: CapabilityFlags = CapabilityFlags::CLIENT_FOUND_ROWS
+    .union(CapabilityFlags::CLIENT_LOCAL_FILES)
+    .union(CapabilityFlags::CLIENT_IGNORE_SPACE)
+    .union(CapabilityFlags::CLIENT_INTERACTIVE)
+    .union(CapabilityFlags::CLIENT_MULTI_STATEMENTS)
+    .union(CapabilityFlags::CLIENT_MULTI_RESULTS)
+    .union(CapabilityFlags::CLIENT_PS_MULTI_RESULTS)
+    .union(CapabilityFlags::CLIENT_SESSION_TRACK)
+    .union(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+
+/// Which server connections are interchangeable: one user, one set of format-changing
+/// capabilities, one connection collation. The schema is session state (COM_INIT_DB).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// User name.
+    pub user: Arc<str>,
+    /// The client's [`KEYED_CAPABILITIES`].
+    pub capabilities: CapabilityFlags,
+    /// Collation id sent at login.
+    pub collation: u8,
+}
+
+/// Session state that follows a client across server connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// Current schema (`USE`, COM_INIT_DB, the login database).
+    pub schema: Option<String>,
+    /// Session variables the client changed: name → SQL literal.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// Opens server connections for one backend of one pool.
+#[derive(Debug)]
+pub struct MyConnector {
+    /// `host:port`, resolved on every connect.
+    pub addr: String,
+    /// Password per user name.
+    pub passwords: BTreeMap<String, String>,
+    /// The last greeting a server sent, for the greeting sidepool sends clients.
+    pub greeting: Arc<Mutex<Option<Greeting>>>,
+}
+
+impl sidepool_pool::Connector for MyConnector {
+    type Conn = ServerConn;
+    type Key = ConnKey;
+    type Error = BackendError;
+
+    async fn connect(&self, key: &ConnKey) -> Result<ServerConn, BackendError> {
+        let password = self
+            .passwords
+            .get(&*key.user)
+            .map(String::as_str)
+            .unwrap_or("");
+        let conn = ServerConn::connect(&self.addr, key, password).await?;
+        *self.greeting.lock() = Some(conn.greeting.clone());
+        Ok(conn)
+    }
+}
+
+/// Statements prepared on one server connection, by SQL text.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    by_sql: HashMap<Bytes, (u32, u64)>,
+    clock: u64,
+}
+
+impl Prepared {
+    /// The server id of `sql`, marking it used.
+    pub fn get(&mut self, sql: &Bytes) -> Option<u32> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.by_sql.get_mut(sql).map(|(id, used)| {
+            *used = clock;
+            *id
+        })
+    }
+
+    /// Records `sql` as prepared under `id`. Returns server ids to close: one it replaces and
+    /// the least recently used one when over `capacity`.
+    pub fn insert(&mut self, sql: Bytes, id: u32, capacity: usize) -> Vec<u32> {
+        self.clock += 1;
+        let mut close: Vec<u32> = self
+            .by_sql
+            .insert(sql, (id, self.clock))
+            .map(|(old, _)| old)
+            .into_iter()
+            .collect();
+        if self.by_sql.len() > capacity.max(1)
+            && let Some(victim) = self
+                .by_sql
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            close.extend(self.by_sql.remove(&victim).map(|(id, _)| id));
+        }
+        close
+    }
+
+    /// Forgets everything (after COM_RESET_CONNECTION).
+    pub fn clear(&mut self) {
+        self.by_sql.clear();
+    }
+}
+
+/// The outcome of one exchange sidepool ran itself.
+#[derive(Debug)]
+pub enum Reply {
+    /// OK.
+    Ok(OkPacket),
+    /// ERR, payload kept to forward.
+    Err(Bytes),
+    /// A text result set: its rows.
+    Rows(Vec<Vec<Option<String>>>),
+    /// COM_STMT_PREPARE_OK.
+    Prepared(PrepareOk),
+}
+
+/// One authenticated server connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    /// The socket.
+    pub stream: Stream,
+    /// Read buffer.
+    pub buf: BytesMut,
+    /// Capabilities negotiated with the server.
+    pub capabilities: CapabilityFlags,
+    /// The server's greeting (version, thread id).
+    pub greeting: Greeting,
+    /// `host:port`, for errors.
+    pub addr: String,
+    /// Statements sidepool prepared here.
+    pub prepared: Prepared,
+    /// Session state set here.
+    pub state: SessionState,
+    /// Last status flags the server sent.
+    pub status: StatusFlags,
+}
+
+impl Drop for ServerConn {
+    fn drop(&mut self) {
+        // COM_QUIT, best effort and never blocking, so the server logs no aborted connection.
+        if let Stream::Plain(tcp) = &self.stream {
+            let _ = tcp.try_write(&packet::encode(0, &[command::QUIT]));
+        }
+    }
+}
+
+impl ServerConn {
+    /// Connects and logs in as `key.user` with `password`.
+    ///
+    /// # Errors
+    /// Unreachable address, an unsupported auth plugin, or the server's ERR (kept whole).
+    pub async fn connect(
+        addr: &str,
+        key: &ConnKey,
+        password: &str,
+    ) -> Result<ServerConn, BackendError> {
+        let io = |e| BackendError::Io {
+            addr: addr.to_owned(),
+            source: e,
+        };
+        let tcp = TcpStream::connect(addr).await.map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let mut conn = ServerConn {
+            stream: Stream::Plain(tcp),
+            buf: BytesMut::with_capacity(8 * 1024),
+            capabilities: CapabilityFlags::empty(),
+            greeting: Greeting {
+                server_version: String::new(),
+                connection_id: 0,
+                capabilities: CapabilityFlags::empty(),
+                collation: 0,
+                status: StatusFlags::empty(),
+                nonce: Vec::new(),
+                auth_plugin: String::new(),
+            },
+            addr: addr.to_owned(),
+            prepared: Prepared::default(),
+            state: SessionState::default(),
+            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        };
+        let (_, hello) = conn.read_packet().await?;
+        if hello.first() == Some(&response::ERR) {
+            return Err(conn.refused(hello));
+        }
+        let greeting = handshake::parse_greeting(&hello)?;
+        let caps = (BASE_CAPABILITIES | key.capabilities) & greeting.capabilities;
+        let plugin = match greeting.auth_plugin.as_str() {
+            "" => auth::NATIVE.to_owned(),
+            p => p.to_owned(),
+        };
+        let scramble =
+            auth::scramble(&plugin, &greeting.nonce, password.as_bytes()).ok_or_else(|| {
+                BackendError::UnsupportedAuth {
+                    what: plugin.clone(),
+                }
+            })?;
+        let hello = HandshakeResponse41 {
+            capabilities: caps,
+            max_packet_size: handshake::MAX_PACKET_SIZE,
+            collation: key.collation,
+            user: key.user.to_string(),
+            auth_response: scramble,
+            database: None,
+            auth_plugin: Some(plugin.clone()),
+            attributes: vec![("program_name".to_owned(), "sidepool".to_owned())],
+        };
+        conn.capabilities = caps;
+        conn.greeting = greeting;
+        conn.send(1, &handshake::handshake_response(&hello)).await?;
+        conn.authenticate(password).await?;
+        Ok(conn)
+    }
+
+    /// Answers auth switches and caching_sha2 requests until OK or ERR.
+    async fn authenticate(&mut self, password: &str) -> Result<(), BackendError> {
+        let mut nonce = self.greeting.nonce.clone();
+        loop {
+            let (seq, msg) = self.read_packet().await?;
+            let next = seq.wrapping_add(1);
+            match msg.first().copied() {
+                Some(response::OK) => return Ok(()),
+                Some(response::ERR) => return Err(self.refused(msg)),
+                Some(auth::AUTH_SWITCH) => {
+                    let (plugin, data) = auth::parse_auth_switch(&msg)?;
+                    nonce = data;
+                    let reply =
+                        auth::scramble(&plugin, &nonce, password.as_bytes()).ok_or_else(|| {
+                            BackendError::UnsupportedAuth {
+                                what: plugin.clone(),
+                            }
+                        })?;
+                    self.send(next, &reply).await?;
+                }
+                Some(auth::AUTH_MORE_DATA) => match msg.get(1..) {
+                    Some([auth::FAST_AUTH_SUCCESS]) => {}
+                    Some([auth::PERFORM_FULL_AUTHENTICATION]) => {
+                        if self.stream.is_tls() {
+                            let mut p = password.as_bytes().to_vec();
+                            p.push(0);
+                            self.send(next, &p).await?;
+                        } else {
+                            self.send(next, &[auth::REQUEST_PUBLIC_KEY]).await?;
+                        }
+                    }
+                    Some(pem) if pem.starts_with(b"-----BEGIN") => {
+                        let secret = auth::rsa_encrypt_password(password.as_bytes(), &nonce, pem)?;
+                        self.send(next, &secret).await?;
+                    }
+                    _ => return Err(self.unexpected("AuthMoreData")),
+                },
+                _ => return Err(self.unexpected("packet during authentication")),
+            }
+        }
+    }
+
+    fn refused(&self, payload: Vec<u8>) -> BackendError {
+        let e = response::parse_err(&payload).unwrap_or(response::ErrPacket {
+            code: 0,
+            state: "HY000".into(),
+            message: "malformed ERR packet".into(),
+        });
+        BackendError::MySqlServer {
+            code: e.code,
+            message: e.message,
+            payload: Bytes::from(payload),
+        }
+    }
+
+    fn unexpected(&self, what: &'static str) -> BackendError {
+        BackendError::Unexpected {
+            addr: self.addr.clone(),
+            what,
+        }
+    }
+
+    fn io(&self, e: std::io::Error) -> BackendError {
+        BackendError::Io {
+            addr: self.addr.clone(),
+            source: e,
+        }
+    }
+
+    /// CLIENT_DEPRECATE_EOF was negotiated.
+    pub fn deprecate_eof(&self) -> bool {
+        self.capabilities
+            .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+    }
+
+    /// True when the idle socket shows the connection is gone or the server said something
+    /// unasked (a shutdown ERR). One non-blocking read.
+    pub fn is_dead(&mut self) -> bool {
+        !self.buf.is_empty() || self.stream.is_dead()
+    }
+
+    async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), BackendError> {
+        let bytes = packet::encode(seq, payload);
+        self.stream.write_all(&bytes).await.map_err(|e| self.io(e))
+    }
+
+    /// Reads one logical packet: its last sequence id and payload.
+    async fn read_packet(&mut self) -> Result<(u8, Vec<u8>), BackendError> {
+        loop {
+            if let Some(l) = packet::read_logical(&self.buf, MAX_OWN_PACKET)? {
+                let _ = self.buf.split_to(l.consumed);
+                return Ok((l.last_seq, l.payload));
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| self.io(e))?;
+            if n == 0 {
+                return Err(BackendError::Closed {
+                    addr: self.addr.clone(),
+                });
+            }
+        }
+    }
+
+    /// Sends a command packet (sequence 0) without waiting for anything.
+    ///
+    /// # Errors
+    /// I/O failure.
+    pub async fn send_command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        self.send(0, payload).await
+    }
+
+    /// Runs one command sidepool needs itself and reads its whole response.
+    ///
+    /// # Errors
+    /// I/O failures or a malformed response. A server ERR is `Ok(Reply::Err)`.
+    pub async fn command(&mut self, payload: &[u8], expect: Expect) -> Result<Reply, BackendError> {
+        self.send_command(payload).await?;
+        let mut tracker = Tracker::new(expect, self.deprecate_eof());
+        let mut packets = Vec::new();
+        loop {
+            let (_, p) = self.read_packet().await?;
+            let event = tracker.on_packet(&p, p.len(), false)?;
+            packets.push(p);
+            match event {
+                Event::More => {}
+                Event::LocalInfile => {
+                    // Never asked for by sidepool's own statements; refuse with an empty file.
+                    self.send(2, &[]).await?;
+                }
+                Event::Done { status, .. } => {
+                    if let Some(s) = status {
+                        self.status = s;
+                    }
+                    break;
+                }
+            }
+        }
+        let first = packets.first().cloned().unwrap_or_default();
+        Ok(match (first.first().copied(), expect) {
+            (Some(response::ERR), _) => Reply::Err(Bytes::from(first)),
+            (_, Expect::Prepare) => Reply::Prepared(response::parse_prepare_ok(&first)?),
+            (Some(response::OK), _) | (_, Expect::Ok) => {
+                Reply::Ok(response::parse_ok(&first).unwrap_or(OkPacket {
+                    affected_rows: 0,
+                    last_insert_id: 0,
+                    status: self.status,
+                    warnings: 0,
+                }))
+            }
+            _ => Reply::Rows(self.text_rows(&packets)),
+        })
+    }
+
+    /// The rows of a text result set's packets (column count, definitions, [EOF], rows, end).
+    fn text_rows(&self, packets: &[Vec<u8>]) -> Vec<Vec<Option<String>>> {
+        let columns = packets
+            .first()
+            .and_then(|p| lenenc_int(p))
+            .map_or(0, |(n, _)| n as usize);
+        let skip = 1 + columns + usize::from(!self.deprecate_eof());
+        let rows = packets
+            .get(skip..packets.len().saturating_sub(1))
+            .unwrap_or_default();
+        rows.iter()
+            .map(|row| {
+                let mut at = 0;
+                (0..columns)
+                    .map(|_| {
+                        let (v, n) = lenenc_str(row.get(at..).unwrap_or_default())
+                            .unwrap_or((None, row.len()));
+                        at += n;
+                        v.map(|b| String::from_utf8_lossy(b).into_owned())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Runs a COM_QUERY of sidepool's own.
+    ///
+    /// # Errors
+    /// As [`ServerConn::command`].
+    pub async fn query(&mut self, sql: &str) -> Result<Reply, BackendError> {
+        let mut payload = vec![command::QUERY];
+        payload.extend_from_slice(sql.as_bytes());
+        self.command(&payload, Expect::ResultSets).await
+    }
+
+    /// Runs a statement that must succeed (ROLLBACK, SET of values read back earlier).
+    ///
+    /// # Errors
+    /// As [`ServerConn::command`], and the server's ERR as [`BackendError::MySqlServer`].
+    pub async fn must(&mut self, payload: &[u8], expect: Expect) -> Result<Reply, BackendError> {
+        match self.command(payload, expect).await? {
+            Reply::Err(raw) => Err(self.refused(raw.to_vec())),
+            other => Ok(other),
+        }
+    }
+
+    /// COM_RESET_CONNECTION: rolls back, drops temporary tables, user variables, locks and
+    /// prepared statements, resets session variables. The schema stays.
+    ///
+    /// # Errors
+    /// As [`ServerConn::must`].
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
+        self.must(&[command::RESET_CONNECTION], Expect::Ok).await?;
+        self.prepared.clear();
+        self.state.vars.clear();
+        Ok(())
+    }
+}

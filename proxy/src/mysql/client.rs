@@ -1,0 +1,286 @@
+//! Client login: the greeting (the backend's version and capabilities, sidepool's nonce),
+//! HandshakeResponse41, authentication against `[[pools.users]]` with caching_sha2_password
+//! (`client_auth = "password"`) or mysql_native_password (`"native"`), and hand-over to the
+//! relay, which sends the final OK.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use sidepool_config::ClientAuth;
+use sidepool_protocol::mysql::handshake::{self, Greeting, HandshakeResponse41};
+use sidepool_protocol::mysql::{CapabilityFlags, StatusFlags, auth, packet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{Instrument, debug, info, warn};
+
+use super::MyService;
+use super::backend::{BASE_CAPABILITIES, ConnKey, KEYED_CAPABILITIES};
+use super::errors::{self, ACCESS_DENIED, HANDSHAKE_ERROR, TOO_MANY_CONNECTIONS};
+use super::relay::Relay;
+use crate::error::SessionError;
+use crate::pg::errors::chain;
+use crate::session::ClientInfo;
+use crate::tls::Stream;
+
+/// How long a client may take from connecting to finishing authentication.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Cap on a login packet.
+const MAX_LOGIN_PACKET: usize = 64 * 1024;
+/// Capabilities sidepool offers clients (intersected with the backend's).
+const OFFERED: CapabilityFlags = BASE_CAPABILITIES
+    .union(KEYED_CAPABILITIES)
+    .union(CapabilityFlags::CLIENT_CONNECT_WITH_DB);
+
+/// Who logged in and how.
+#[derive(Debug)]
+pub struct Login {
+    /// The client's identity, attached to its checkouts.
+    pub info: Arc<ClientInfo>,
+    /// Server connections it may use.
+    pub key: ConnKey,
+    /// Capabilities negotiated with the client.
+    pub capabilities: CapabilityFlags,
+    /// Sequence id of the final OK (or ERR) of the login.
+    pub next_seq: u8,
+}
+
+/// Serves one accepted client connection to the end. `permit` is `None` when the pool's
+/// `max_clients` is exhausted: the client gets error 1040 instead of a greeting.
+pub async fn serve(
+    svc: Arc<MyService>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let mut stream = Stream::Plain(tcp);
+    if permit.is_none() {
+        let msg = format!(
+            "sidepool: too many client connections to pool \"{}\" (max_clients {}); raise \
+             [pools.limits] max_clients, or use fewer connections per application instance",
+            svc.name, svc.max_clients
+        );
+        let _ = stream
+            .write_all(&errors::error(0, TOO_MANY_CONNECTIONS, &msg))
+            .await;
+        warn!(pool = %svc.name, client.addr = %addr, "client rejected: max_clients reached");
+        svc.metrics.rejected_max_clients();
+        return;
+    }
+    let _connected = crate::telemetry::Counted::new(&svc.clients);
+    let span = tracing::info_span!("client", pool = %svc.name, client.addr = %addr);
+    let result = async {
+        let mut buf = BytesMut::with_capacity(1024);
+        let login =
+            match tokio::time::timeout(LOGIN_TIMEOUT, login(&svc, &mut stream, &mut buf, addr))
+                .await
+            {
+                Ok(Ok(Some(login))) => login,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(SessionError::LoginTimeout(LOGIN_TIMEOUT)),
+            };
+        debug!(user = %login.info.user, database = %login.info.database, "client authenticated");
+        let _registered = svc.sessions.register(&login.info);
+        Relay::start(svc.clone(), stream, buf, login).await
+    };
+    if let Err(e) = result.instrument(span.clone()).await {
+        match e.side() {
+            crate::error::Side::Client => {
+                debug!(parent: &span, error = %chain(&e), "client session ended")
+            }
+            _ => info!(parent: &span, error = %chain(&e), "client session failed"),
+        }
+    }
+}
+
+/// The backend's greeting: cached, or learnt by checking a connection out once.
+async fn backend_greeting(svc: &MyService, addr: SocketAddr) -> Result<Greeting, Vec<u8>> {
+    if let Some(g) = svc.greeting.lock().clone() {
+        return Ok(g);
+    }
+    let user = svc.users.keys().next().cloned().unwrap_or_default();
+    let key = ConnKey {
+        user: user.as_str().into(),
+        capabilities: KEYED_CAPABILITIES,
+        collation: 45,
+    };
+    let info = Arc::new(ClientInfo::new(
+        svc.name.clone(),
+        addr,
+        user,
+        String::new(),
+        String::new(),
+    ));
+    match svc.primary.get(&key, info).await {
+        Ok(conn) => {
+            let g = conn.greeting.clone();
+            conn.release();
+            Ok(g)
+        }
+        Err(e) => Err(errors::checkout_failed(&svc.name, &svc.primary_addr, &e)),
+    }
+}
+
+async fn read_packet(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> Result<Option<(u8, Vec<u8>)>, SessionError> {
+    loop {
+        if let Some(l) =
+            packet::read_logical(buf, MAX_LOGIN_PACKET).map_err(SessionError::ClientProtocol)?
+        {
+            let _ = buf.split_to(l.consumed);
+            return Ok(Some((l.last_seq, l.payload)));
+        }
+        if stream.read_buf(buf).await.map_err(SessionError::ClientIo)? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+async fn send(stream: &mut Stream, bytes: &[u8]) -> Result<(), SessionError> {
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(SessionError::ClientIo)
+}
+
+/// Greets and authenticates. `Ok(None)`: the client failed or left (it was told).
+async fn login(
+    svc: &MyService,
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    addr: SocketAddr,
+) -> Result<Option<Login>, SessionError> {
+    let backend = match backend_greeting(svc, addr).await {
+        Ok(g) => g,
+        Err(err) => {
+            let _ = send(stream, &packet::encode(0, &err)).await;
+            return Ok(None);
+        }
+    };
+    let plugin = match svc.client_auth {
+        ClientAuth::Password => auth::CACHING_SHA2,
+        _ => auth::NATIVE,
+    };
+    let nonce = auth::new_nonce();
+    let offered = OFFERED & backend.capabilities;
+    static NEXT_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let greeting = Greeting {
+        connection_id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        capabilities: offered,
+        status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        nonce: nonce.to_vec(),
+        auth_plugin: plugin.to_owned(),
+        ..backend
+    };
+    send(stream, &packet::encode(0, &handshake::greeting(&greeting))).await?;
+    let Some((seq, payload)) = read_packet(stream, buf).await? else {
+        return Ok(None);
+    };
+    if handshake::parse_ssl_request(&payload).is_some() {
+        let msg = "sidepool: this pool does not offer TLS to clients; connect without TLS (--ssl-mode=DISABLED)";
+        let _ = send(
+            stream,
+            &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, msg),
+        )
+        .await;
+        return Ok(None);
+    }
+    let hello = match handshake::parse_handshake_response(&payload) {
+        Ok(h) => h,
+        Err(e) => {
+            let msg = format!("sidepool: bad handshake: {e}");
+            let _ = send(
+                stream,
+                &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, &msg),
+            )
+            .await;
+            return Err(SessionError::ClientProtocol(e));
+        }
+    };
+    let mut next = seq.wrapping_add(1);
+    if !authenticate(svc, stream, buf, &hello, plugin, &nonce, &mut next).await? {
+        let msg = format!(
+            "Access denied for user '{}'@'{}' (using password: {})",
+            hello.user,
+            addr.ip(),
+            if hello.auth_response.is_empty() {
+                "NO"
+            } else {
+                "YES"
+            }
+        );
+        warn!(user = %hello.user, "client authentication failed");
+        let _ = send(stream, &errors::error(next, ACCESS_DENIED, &msg)).await;
+        return Ok(None);
+    }
+    let capabilities = hello.capabilities & offered;
+    let info = Arc::new(ClientInfo::new(
+        svc.name.clone(),
+        addr,
+        hello.user.clone(),
+        hello.database.clone().unwrap_or_default(),
+        hello
+            .attribute("program_name")
+            .unwrap_or_default()
+            .to_owned(),
+    ));
+    Ok(Some(Login {
+        info,
+        key: ConnKey {
+            user: hello.user.as_str().into(),
+            capabilities: capabilities & KEYED_CAPABILITIES,
+            collation: hello.collation,
+        },
+        capabilities,
+        next_seq: next,
+    }))
+}
+
+/// Checks the client's scramble, switching it to sidepool's plugin first when it answered
+/// for another. Unknown users go through the same exchange and fail the same way.
+async fn authenticate(
+    svc: &MyService,
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    hello: &HandshakeResponse41,
+    plugin: &str,
+    nonce: &[u8],
+    next: &mut u8,
+) -> Result<bool, SessionError> {
+    if svc.client_auth == ClientAuth::Trust {
+        return Ok(true);
+    }
+    let mut response = hello.auth_response.clone();
+    let mut nonce = nonce.to_vec();
+    if hello.auth_plugin.as_deref().unwrap_or(auth::NATIVE) != plugin {
+        nonce = auth::new_nonce().to_vec();
+        send(
+            stream,
+            &packet::encode(*next, &auth::auth_switch_request(plugin, &nonce)),
+        )
+        .await?;
+        let Some((seq, payload)) = read_packet(stream, buf).await? else {
+            return Ok(false);
+        };
+        response = payload;
+        *next = seq.wrapping_add(1);
+    }
+    let password = svc.users.get(&hello.user);
+    let ok = password.is_some_and(|p| auth::verify(plugin, &nonce, p.as_bytes(), &response));
+    if ok && plugin == auth::CACHING_SHA2 {
+        // The scramble matched: caching_sha2's fast path, no full authentication needed.
+        send(
+            stream,
+            &packet::encode(*next, &auth::auth_more_data(&[auth::FAST_AUTH_SUCCESS])),
+        )
+        .await?;
+        *next = next.wrapping_add(1);
+    }
+    Ok(ok)
+}

@@ -1,0 +1,130 @@
+//! MySQL set-up for the proxy's integration tests: a real MariaDB from the testbed and an
+//! in-process sidepool MySQL pool in front of it on a free port. Helpers that panic are named
+//! `must_*`.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sidepool::Server;
+use sidepool::service::Service;
+use sidepool_loadtest::testbed::{MariaDbOptions, MariaDbServer};
+
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "app-secret";
+pub const DB: &str = "app";
+
+/// A MariaDB with user `app` (password `app-secret`) and database `app`. Blocking.
+pub fn must_start_mariadb() -> MariaDbServer {
+    let db = MariaDbServer::must_start(&MariaDbOptions::default());
+    db.create_user(USER, PASSWORD).expect("create user");
+    db.create_database(DB, USER).expect("create database");
+    db
+}
+
+/// The TOML of a one-pool MySQL config in front of `primary`.
+pub fn config_text(primary: &str, mode: &str, client_auth: &str, limits: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[pools]]
+name = "test"
+protocol = "mysql"
+listen = "127.0.0.1:0"
+mode = "{mode}"
+primary = "{primary}"
+client_auth = "{client_auth}"
+
+[pools.limits]
+{limits}
+
+[[pools.users]]
+name = "{USER}"
+password = "{PASSWORD}"
+"#
+    )
+}
+
+/// sidepool with one MySQL pool running in this process.
+pub struct MyProxy {
+    pub addr: SocketAddr,
+    server: Option<Server>,
+}
+
+impl MyProxy {
+    /// A transaction-mode pool with `client_auth = "password"`.
+    pub async fn must_start(db: &MariaDbServer, limits: &str) -> MyProxy {
+        Self::must_start_with(db, "transaction", "password", limits).await
+    }
+
+    pub async fn must_start_with(
+        db: &MariaDbServer,
+        mode: &str,
+        auth: &str,
+        limits: &str,
+    ) -> MyProxy {
+        let primary = format!("{}:{}", db.host(), db.port());
+        let text = config_text(&primary, mode, auth, limits);
+        let config = sidepool_config::parse(&text, "test.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
+        let server = Server::start(&config).await.expect("sidepool starts");
+        let addr = server.local_addr("test").expect("pool bound");
+        MyProxy {
+            addr,
+            server: Some(server),
+        }
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    /// The pool's service (counters, sessions).
+    pub fn pool(&self) -> Arc<dyn Service> {
+        self.server().pool("test").expect("pool exists")
+    }
+
+    /// Takes the server out (for `drain`, which consumes it).
+    pub fn take_server(&mut self) -> Server {
+        self.server.take().expect("server running")
+    }
+
+    /// `mysql://app:app-secret@127.0.0.1:port/app` with extra URL options.
+    pub fn url(&self, options: &str) -> String {
+        format!(
+            "mysql://{USER}:{PASSWORD}@127.0.0.1:{}/{DB}?{options}",
+            self.addr.port()
+        )
+    }
+
+    /// One mysql_async connection through sidepool.
+    pub async fn must_connect(&self) -> mysql_async::Conn {
+        let opts = mysql_async::Opts::from_url(&self.url("prefer_socket=false")).expect("url");
+        mysql_async::Conn::new(opts)
+            .await
+            .expect("connect through sidepool")
+    }
+
+    /// The pool's statistics snapshot.
+    pub fn stats(&self) -> sidepool_pool::Stats {
+        self.server().pool_stats("test").expect("pool exists")
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// `connections_of(app)` without blocking the runtime.
+pub async fn must_count_connections(db: &Arc<MariaDbServer>) -> usize {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || db.connections_of(USER).expect("processlist"))
+        .await
+        .expect("join")
+}
