@@ -3,10 +3,12 @@
 //!
 //! Layout of one server's temp dir (mode 0700, owned by the service account when we are root):
 //! `<dir>/` is the unix socket directory, `<dir>/data/` the cluster, `<dir>/data/postgres.log`
-//! the server log. A streaming replica (to come: `pg_basebackup -R` into a new temp dir, then
-//! the same configure-and-start path as a primary) gets its own temp dir of the same shape.
+//! the server log. A streaming replica ([`PgServer::start_replica`], in `replica.rs`:
+//! `pg_basebackup -R` into a new temp dir, then the same configure-and-start path as a primary)
+//! gets its own temp dir of the same shape.
 
 mod install;
+mod replica;
 mod text;
 
 use std::fmt;
@@ -25,6 +27,7 @@ use super::process::{RunAs, run, run_status};
 use crate::error::{Result, TestbedError};
 
 pub use self::install::{PG_BIN_ENV, pg_bin_dir};
+pub use self::replica::PgReplica;
 
 /// Account that owns clusters when we run as root (the Debian package creates it).
 const SERVICE_USER: &str = "postgres";
@@ -155,6 +158,8 @@ pub struct PgServer {
     data_dir: PathBuf,
     port: u16,
     auth: PgAuth,
+    /// What the server was set up with; a replica is configured with its primary's options.
+    opts: PgOptions,
     /// Last field: removed after `Drop::drop` has stopped the server.
     dir: TempDir,
 }
@@ -199,10 +204,18 @@ impl PgServer {
             data_dir,
             port: 0,
             auth: opts.auth,
+            opts: opts.clone(),
             dir,
         };
         server.initdb()?;
-        server.configure_and_start(opts, fixed_port)
+        let server = server.configure_and_start(fixed_port)?;
+        let set_password = format!(
+            "ALTER ROLE {} PASSWORD {};",
+            quote_ident(SUPERUSER),
+            quote_literal(SUPERUSER_PASSWORD)
+        );
+        server.psql("postgres", &set_password)?;
+        Ok(server)
     }
 
     fn initdb(&self) -> Result<()> {
@@ -216,9 +229,9 @@ impl PgServer {
     }
 
     /// Writes the testbed section of `postgresql.conf` and starts the server, on a new free
-    /// port per attempt unless `fixed_port` is given; then waits for TCP readiness and sets
-    /// the superuser's password.
-    fn configure_and_start(mut self, opts: &PgOptions, fixed_port: Option<u16>) -> Result<Self> {
+    /// port per attempt unless `fixed_port` is given; then waits for TCP readiness.
+    fn configure_and_start(mut self, fixed_port: Option<u16>) -> Result<Self> {
+        let opts = &self.opts.clone();
         let attempts = if fixed_port.is_some() {
             1
         } else {
@@ -239,12 +252,6 @@ impl PgServer {
         }
         self.wait_ready()?;
         tracing::info!(port = self.port, data_dir = %self.data_dir.display(), "testbed postgres started");
-        let set_password = format!(
-            "ALTER ROLE {} PASSWORD {};",
-            quote_ident(SUPERUSER),
-            quote_literal(SUPERUSER_PASSWORD)
-        );
-        self.psql("postgres", &set_password)?;
         Ok(self)
     }
 
@@ -497,6 +504,53 @@ impl PgServer {
     pub fn restart(&mut self) -> Result<()> {
         self.pg_ctl(&["restart", "-m", "fast"])?;
         self.wait_ready()
+    }
+
+    /// `pg_ctl stop -m fast`: ends all sessions and shuts the server down, keeping its data,
+    /// port and temp dir, to simulate a server that is down. [`PgServer::start_again`] brings
+    /// it back; dropping a stopped server just removes its dir.
+    ///
+    /// # Errors
+    /// `Command` (with the log tail) or `Timeout`; stopping a stopped server is a `Command`
+    /// error from pg_ctl.
+    pub fn stop(&mut self) -> Result<()> {
+        self.pg_ctl(&["stop", "-m", "fast"])
+    }
+
+    /// Starts a server stopped by [`PgServer::stop`] on the same port and waits until it
+    /// accepts connections (a replica then reconnects to its primary and catches up).
+    ///
+    /// # Errors
+    /// `Command` (with the log tail, e.g. when the port was taken meanwhile) or `Timeout`.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.pg_ctl(&["start"])?;
+        self.wait_ready()
+    }
+
+    /// Whether the server is up (its `postmaster.pid` exists): false after [`PgServer::stop`].
+    pub fn is_running(&self) -> bool {
+        self.data_dir.join("postmaster.pid").exists()
+    }
+
+    /// `pg_is_in_recovery()`: true on a streaming replica, false on a primary.
+    ///
+    /// # Errors
+    /// `Command` if psql fails (e.g. the server is stopped), `UnexpectedOutput` otherwise.
+    pub fn is_in_recovery(&self) -> Result<bool> {
+        self.psql_bool("SELECT pg_is_in_recovery()")
+    }
+
+    /// Runs a query answering one boolean, as the superuser in `postgres`.
+    fn psql_bool(&self, sql: &str) -> Result<bool> {
+        let out = self.psql("postgres", sql)?;
+        match out.trim() {
+            "t" => Ok(true),
+            "f" => Ok(false),
+            _ => Err(TestbedError::UnexpectedOutput {
+                what: sql.to_owned(),
+                output: out,
+            }),
+        }
     }
 
     /// A command for one of the installation's tools, run as the cluster's account.
