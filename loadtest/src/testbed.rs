@@ -5,6 +5,8 @@
 //! - [`PgReplica`]: its streaming replica ([`PgServer::start_replica`]: `pg_basebackup -R`,
 //!   then the primary's configure-and-start path), see `postgres/replica.rs`.
 //! - [`MariaDbServer`]: a MariaDB server (`mariadb-install-db` + `mariadbd`), see `mariadb.rs`.
+//! - [`MariaDbReplica`]: its GTID replica ([`MariaDbServer::start_replica`]: a fresh server
+//!   told `CHANGE MASTER TO`), see `mariadb/replica.rs`.
 //!
 //! Servers are never shared between tests and never reuse a system cluster: each one owns its
 //! temp dir, socket and port. Missing binaries are an error with an install hint, never a skip.
@@ -21,7 +23,7 @@ use tempfile::TempDir;
 use self::process::RunAs;
 use crate::error::Result;
 
-pub use self::mariadb::{MARIADB_BIN_ENV, MariaDbOptions, MariaDbServer};
+pub use self::mariadb::{MARIADB_BIN_ENV, MariaDbOptions, MariaDbReplica, MariaDbServer};
 pub use self::postgres::{PG_BIN_ENV, PgAuth, PgOptions, PgReplica, PgServer, pg_bin_dir};
 pub use crate::error::{ErrorKind, TestbedError};
 

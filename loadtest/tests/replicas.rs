@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use sidepool_loadtest::testbed::{PgAuth, PgOptions, PgServer};
+use std::net::{Ipv4Addr, TcpListener};
+
+use sidepool_loadtest::testbed::{MariaDbOptions, MariaDbServer, PgAuth, PgOptions, PgServer};
 use tokio_postgres::{Client, NoTls};
 
 /// A small primary: replicas double the servers a test runs, and CI has 2 cores.
@@ -138,4 +140,110 @@ async fn pg_stopped_replica_refuses_connections_and_catches_up_after_start_again
     replica.wait_caught_up().expect("replica catches up");
     let reader = connect(&dsn).await;
     assert_eq!(count_rows(&reader, 1).await, 1);
+}
+
+/// The `mariadb` client logging in over TCP as root, answering `sql` in batch mode.
+fn mariadb_query(db: &MariaDbServer, sql: &str) -> String {
+    let out = std::process::Command::new(db.bin("mariadb"))
+        .args([
+            "--no-defaults",
+            "-h",
+            db.host(),
+            "-P",
+            &db.port().to_string(),
+        ])
+        .args([
+            "-u",
+            db.superuser(),
+            &format!("--password={}", db.superuser_password()),
+        ])
+        .args(["-N", "-B", "-e", sql])
+        .output()
+        .expect("run the mariadb client");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+}
+
+fn small_mariadb() -> MariaDbServer {
+    MariaDbServer::must_start(&MariaDbOptions {
+        max_connections: 20,
+        extra_conf: Vec::new(),
+    })
+}
+
+#[test]
+fn mariadb_replica_shows_primary_rows_has_its_own_server_id_and_is_read_only() {
+    let primary = small_mariadb();
+    // Before the replica exists: replayed from the primary's binlog.
+    primary.create_user("app", "pw").expect("create user");
+    primary.create_database("appdb", "app").expect("create db");
+    primary
+        .sql("CREATE TABLE appdb.t (v INT PRIMARY KEY)")
+        .expect("create table");
+    let replica = primary.must_start_replica();
+    assert_eq!(replica.primary_port(), primary.port());
+
+    primary
+        .sql("INSERT INTO appdb.t VALUES (1)")
+        .expect("insert");
+    replica.wait_caught_up().expect("replica catches up");
+    assert_eq!(mariadb_query(&replica, "SELECT v FROM appdb.t"), "1");
+
+    let ids = (
+        mariadb_query(&primary, "SELECT @@server_id"),
+        mariadb_query(&replica, "SELECT @@server_id"),
+    );
+    assert_ne!(ids.0, ids.1);
+    assert_eq!(ids.0, primary.server_id().to_string());
+    assert_eq!(ids.1, replica.server_id().to_string());
+    assert_eq!(mariadb_query(&replica, "SELECT @@read_only"), "1");
+    let status = replica.replica_status().expect("slave status");
+    assert_eq!(status["Slave_IO_Running"], "Yes", "{status:?}");
+    assert_eq!(status["Slave_SQL_Running"], "Yes", "{status:?}");
+}
+
+#[test]
+fn mariadb_stopped_sql_thread_keeps_new_rows_invisible_until_started() {
+    let primary = small_mariadb();
+    primary
+        .sql("CREATE DATABASE d; CREATE TABLE d.t (v INT PRIMARY KEY)")
+        .expect("create table");
+    let replica = primary.must_start_replica();
+
+    replica.stop_replication().expect("stop SQL thread");
+    primary.sql("INSERT INTO d.t VALUES (1)").expect("insert");
+    // The event has arrived; only the stopped applier holds it back.
+    replica.wait_received().expect("event fetched");
+    assert_eq!(mariadb_query(&replica, "SELECT COUNT(*) FROM d.t"), "0");
+    assert_eq!(replica.replica_status().unwrap()["Slave_SQL_Running"], "No");
+
+    replica.start_replication().expect("start SQL thread");
+    replica.wait_caught_up().expect("replica catches up");
+    assert_eq!(mariadb_query(&replica, "SELECT COUNT(*) FROM d.t"), "1");
+}
+
+#[test]
+fn mariadb_stopped_replica_catches_up_after_start_again() {
+    let primary = small_mariadb();
+    primary
+        .sql("CREATE DATABASE d; CREATE TABLE d.t (v INT PRIMARY KEY)")
+        .expect("create table");
+    let mut replica = primary.must_start_replica();
+    let port = replica.port();
+
+    replica.stop().expect("stop replica");
+    assert!(!replica.is_running());
+    assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
+    primary
+        .sql("INSERT INTO d.t VALUES (1)")
+        .expect("insert while the replica is down");
+
+    replica.start_again().expect("start replica again");
+    assert_eq!(replica.port(), port);
+    replica.wait_caught_up().expect("replica catches up");
+    assert_eq!(mariadb_query(&replica, "SELECT COUNT(*) FROM d.t"), "1");
 }
