@@ -55,7 +55,16 @@ impl PgServer {
             .arg("-h")
             .arg(self.socket_dir())
             .args(["-p", &self.port.to_string(), "-U", SUPERUSER])
-            .args(["-R", "-c", "fast", "-X", "stream", "--no-sync", "-w"]);
+            .args([
+                "-R",
+                "-c",
+                "fast",
+                "-X",
+                "stream",
+                "--no-sync",
+                "--no-manifest",
+                "-w",
+            ]);
         run(backup, None, BASEBACKUP_TIMEOUT)?;
         let replica = PgServer {
             bin_dir: self.bin_dir.clone(),
