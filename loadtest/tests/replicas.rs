@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::process::{Command, Output};
 
 use sidepool_loadtest::testbed::{MariaDbOptions, MariaDbServer, PgAuth, PgOptions, PgServer};
 use tokio_postgres::{Client, NoTls};
@@ -142,9 +143,9 @@ async fn pg_stopped_replica_refuses_connections_and_catches_up_after_start_again
     assert_eq!(count_rows(&reader, 1).await, 1);
 }
 
-/// The `mariadb` client logging in over TCP as root, answering `sql` in batch mode.
-fn mariadb_query(db: &MariaDbServer, sql: &str) -> String {
-    let out = std::process::Command::new(db.bin("mariadb"))
+/// The `mariadb` client logging in over TCP as `user`, running `sql` in batch mode.
+fn client_output(db: &MariaDbServer, user: &str, password: &str, sql: &str) -> Output {
+    Command::new(db.bin("mariadb"))
         .args([
             "--no-defaults",
             "-h",
@@ -152,14 +153,15 @@ fn mariadb_query(db: &MariaDbServer, sql: &str) -> String {
             "-P",
             &db.port().to_string(),
         ])
-        .args([
-            "-u",
-            db.superuser(),
-            &format!("--password={}", db.superuser_password()),
-        ])
+        .args(["-u", user, &format!("--password={password}")])
         .args(["-N", "-B", "-e", sql])
         .output()
-        .expect("run the mariadb client");
+        .expect("run the mariadb client")
+}
+
+/// `sql`'s output for root over TCP; panics with the client's stderr if it fails.
+fn mariadb_query(db: &MariaDbServer, sql: &str) -> String {
+    let out = client_output(db, db.superuser(), db.superuser_password(), sql);
     assert!(
         out.status.success(),
         "{sql}: {}",
@@ -201,6 +203,10 @@ fn mariadb_replica_shows_primary_rows_has_its_own_server_id_and_is_read_only() {
     assert_eq!(ids.0, primary.server_id().to_string());
     assert_eq!(ids.1, replica.server_id().to_string());
     assert_eq!(mariadb_query(&replica, "SELECT @@read_only"), "1");
+    let write = client_output(&replica, "app", "pw", "INSERT INTO appdb.t VALUES (2)");
+    assert!(!write.status.success(), "a read-only replica took a write");
+    let stderr = String::from_utf8_lossy(&write.stderr);
+    assert!(stderr.contains("ERROR 1290"), "{stderr}");
     let status = replica.replica_status().expect("slave status");
     assert_eq!(status["Slave_IO_Running"], "Yes", "{status:?}");
     assert_eq!(status["Slave_SQL_Running"], "Yes", "{status:?}");

@@ -206,6 +206,9 @@ impl MariaDbServer {
             ("binlog_format", "ROW".into()),
             ("relay_log", "relay-bin".into()),
             ("read_only", u8::from(self.read_only).to_string()),
+            // With a binlog, users without SUPER may only create functions and triggers when
+            // this is on (error 1419 otherwise), which a server without one never asks.
+            ("log_bin_trust_function_creators", "1".into()),
         ];
         for (key, value) in settings {
             let _ = writeln!(conf, "{key}={value}");
@@ -346,14 +349,18 @@ impl MariaDbServer {
     }
 
     /// `CREATE USER 'name'@'%' IDENTIFIED BY 'password'` (`mysql_native_password`) with all
-    /// privileges on all databases (no grant option).
+    /// privileges on all databases (no grant option) except `READ_ONLY ADMIN`, so that on a
+    /// `read_only` replica the user's writes fail (error 1290) as on a real one, instead of
+    /// silently diverging from the primary.
     ///
     /// # Errors
     /// `Command` with the client's stderr (e.g. error 1396 when the user exists).
     pub fn create_user(&self, name: &str, password: &str) -> Result<()> {
         let account = format!("{}@'%'", quote_literal(name));
         self.sql(&format!(
-            "CREATE USER {account} IDENTIFIED BY {};\nGRANT ALL PRIVILEGES ON *.* TO {account};\n",
+            "CREATE USER {account} IDENTIFIED BY {};\n\
+             GRANT ALL PRIVILEGES ON *.* TO {account};\n\
+             REVOKE READ_ONLY ADMIN ON *.* FROM {account};\n",
             quote_literal(password)
         ))
         .map(drop)
