@@ -1,6 +1,6 @@
-//! The `sidepool-loadtest` binary. `testbed postgres` starts a throwaway PostgreSQL server for
-//! demos and manual tests, prints how to reach it as shell assignments, and removes it on
-//! SIGINT/SIGTERM. `run` loads one or more targets with a scenario and writes Markdown, JSON
+//! The `sidepool-loadtest` binary. `testbed postgres` starts a throwaway PostgreSQL server (and
+//! with `--replica` a streaming replica of it) for demos and manual tests, prints how to reach
+//! it as shell assignments, and removes it on SIGINT/SIGTERM. `run` loads one or more targets with a scenario and writes Markdown, JSON
 //! and SVG reports (see the library's `load` module); `report` merges the JSON of several runs.
 //!
 //! Must not: depend on the proxy crate, connect anywhere but loopback, or report numbers it did
@@ -118,7 +118,8 @@ fn duration_arg(arg: &str) -> Result<Duration, load::OptionError> {
 #[derive(Debug, Subcommand)]
 enum Testbed {
     /// PostgreSQL from the installed binaries. Prints PGHOST, PGPORT, PGUSER, PGPASSWORD,
-    /// PGDATABASE, PG_DSN, PGDATA, … as `KEY=value` lines (valid POSIX shell), then `READY=1`.
+    /// PGDATABASE, PG_DSN, PGDATA, … (with `--replica` also PG_REPLICA_PORT, PG_REPLICA_DSN,
+    /// PG_REPLICA_DATA, PG_REPLICA_LOG) as `KEY=value` lines (valid POSIX shell), then `READY=1`.
     Postgres(PgArgs),
 }
 
@@ -139,6 +140,9 @@ struct PgArgs {
     /// The server's `max_connections`.
     #[arg(long, default_value_t = 300)]
     max_connections: u32,
+    /// Also start a streaming replica (hot standby) of the server, on a free port.
+    #[arg(long)]
+    replica: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -284,11 +288,22 @@ fn testbed_postgres(args: &PgArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating role {}", args.user))?;
     pg.create_database(&args.user, &args.user)
         .with_context(|| format!("creating database {}", args.user))?;
+    let replica = if args.replica {
+        let replica = pg
+            .start_replica()
+            .context("starting the PostgreSQL testbed replica")?;
+        replica
+            .wait_caught_up()
+            .context("waiting for the replica to replay the new role and database")?;
+        Some(replica)
+    } else {
+        None
+    };
 
     let bin = pg.bin("psql");
     let bin_dir = bin.parent().unwrap_or(&bin);
     let port = pg.port().to_string();
-    let lines = [
+    let mut lines = vec![
         ("PGHOST", pg.host().to_owned()),
         ("PGPORT", port),
         ("PGUSER", args.user.clone()),
@@ -302,8 +317,19 @@ fn testbed_postgres(args: &PgArgs) -> anyhow::Result<()> {
         ("PG_SOCKET_DIR", pg.socket_dir().display().to_string()),
         ("PG_LOG", pg.log_file().display().to_string()),
         ("PG_BIN", bin_dir.display().to_string()),
-        ("READY", "1".to_owned()),
     ];
+    if let Some(replica) = &replica {
+        lines.extend([
+            ("PG_REPLICA_PORT", replica.port().to_string()),
+            (
+                "PG_REPLICA_DSN",
+                replica.dsn(&args.user, &args.password, &args.user),
+            ),
+            ("PG_REPLICA_DATA", replica.data_dir().display().to_string()),
+            ("PG_REPLICA_LOG", replica.log_file().display().to_string()),
+        ]);
+    }
+    lines.push(("READY", "1".to_owned()));
     let mut out = std::io::stdout().lock();
     for (key, value) in lines {
         writeln!(out, "{key}={}", shell_quote(&value))?;
@@ -313,6 +339,8 @@ fn testbed_postgres(args: &PgArgs) -> anyhow::Result<()> {
 
     let signal = runtime.block_on(shutdown.recv());
     tracing::info!(signal, "stopping the PostgreSQL testbed");
+    // The replica first, so it does not log its primary's disappearance.
+    drop(replica);
     drop(pg);
     Ok(())
 }
@@ -381,6 +409,7 @@ mod tests {
             "u",
             "--port",
             "6000",
+            "--replica",
         ])
         .unwrap();
         let Command::Testbed(Testbed::Postgres(args)) = cli.command else {
@@ -392,6 +421,7 @@ mod tests {
             ("u", "secret")
         );
         assert_eq!(args.port, Some(6000));
+        assert!(args.replica);
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! server binaries in temp dirs on free ports, and removed on drop.
 //!
 //! - [`PgServer`]: a PostgreSQL cluster (`initdb` + `pg_ctl`), see `postgres.rs`.
+//! - [`PgReplica`]: its streaming replica ([`PgServer::start_replica`]: `pg_basebackup -R`,
+//!   then the primary's configure-and-start path), see `postgres/replica.rs`.
 //! - [`MariaDbServer`]: a MariaDB server (`mariadb-install-db` + `mariadbd`), see `mariadb.rs`.
-//! - To come: PostgreSQL streaming replicas (`pg_basebackup -R`, then the primary's
-//!   configure-and-start path) and MariaDB replicas (`CHANGE MASTER TO`), built on
-//!   `process.rs` (running tools as the right account) and `temp_dir`.
+//! - [`MariaDbReplica`]: its GTID replica ([`MariaDbServer::start_replica`]: a fresh server
+//!   told `CHANGE MASTER TO`), see `mariadb/replica.rs`.
 //!
 //! Servers are never shared between tests and never reuse a system cluster: each one owns its
 //! temp dir, socket and port. Missing binaries are an error with an install hint, never a skip.
@@ -22,8 +23,8 @@ use tempfile::TempDir;
 use self::process::RunAs;
 use crate::error::Result;
 
-pub use self::mariadb::{MARIADB_BIN_ENV, MariaDbOptions, MariaDbServer};
-pub use self::postgres::{PG_BIN_ENV, PgAuth, PgOptions, PgServer, pg_bin_dir};
+pub use self::mariadb::{MARIADB_BIN_ENV, MariaDbOptions, MariaDbReplica, MariaDbServer};
+pub use self::postgres::{PG_BIN_ENV, PgAuth, PgOptions, PgReplica, PgServer, pg_bin_dir};
 pub use crate::error::{ErrorKind, TestbedError};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).

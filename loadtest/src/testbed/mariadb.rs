@@ -3,13 +3,22 @@
 //!
 //! Layout of one server's temp dir: `<dir>/my.cnf` (the only option file read:
 //! `--defaults-file`), `<dir>/mariadb.sock`, `<dir>/data/` with `mariadb.log`. As root,
-//! `mariadbd --user=root` runs as root; otherwise everything runs as us. A replica (to come:
-//! `server_id`/`log_bin` in `my.cnf`, then `CHANGE MASTER TO`) gets its own temp dir.
+//! `mariadbd --user=root` runs as root; otherwise everything runs as us.
+//!
+//! Every server writes a row-based binary log from its first start, with a `server_id` unique
+//! in this process, and has a replication account, so any server can be a primary: a replica
+//! ([`MariaDbServer::start_replica`], in `replica.rs`) is a fresh server of the same shape that
+//! replays the primary's whole binlog from the beginning (GTID, `CHANGE MASTER TO`). The
+//! testbed's own setup statements (root passwords, the replication account) stay out of the
+//! binlog; everything a test does on the primary, before or after the replica starts, is in it.
+
+mod replica;
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -31,6 +40,15 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_POLL: Duration = Duration::from_millis(20);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The account replicas log in to their primary with (`REPLICATION SLAVE` only).
+const REPLICATION_USER: &str = "repl";
+const REPLICATION_PASSWORD: &str = "repl";
+/// The next `server_id`: unique among the servers of this process, which is what replication
+/// between them needs.
+static NEXT_SERVER_ID: AtomicU32 = AtomicU32::new(1);
+
+pub use self::replica::MariaDbReplica;
 
 /// How to set up a MariaDB server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +78,10 @@ pub struct MariaDbServer {
     as_root: bool,
     data_dir: PathBuf,
     port: u16,
+    server_id: u32,
+    /// `read_only=1` in `my.cnf` (replicas).
+    read_only: bool,
+    opts: MariaDbOptions,
     child: Option<Child>,
     /// Last field: removed after `Drop::drop` has killed the server.
     dir: TempDir,
@@ -74,6 +96,10 @@ impl MariaDbServer {
     /// installed; `Command`, `Timeout` or `Io` when a step fails (start failures include the
     /// server log's tail).
     pub fn start(opts: &MariaDbOptions) -> Result<MariaDbServer> {
+        Self::launch(opts, false)
+    }
+
+    fn launch(opts: &MariaDbOptions, read_only: bool) -> Result<MariaDbServer> {
         let (server_bin, install_db) = locate()?;
         let mut tool_dirs: Vec<PathBuf> = [&server_bin, &install_db]
             .iter()
@@ -91,13 +117,16 @@ impl MariaDbServer {
             as_root,
             data_dir,
             port: 0,
+            server_id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed),
+            read_only,
+            opts: opts.clone(),
             child: None,
             dir,
         };
         server.install_db(&install_db)?;
         for attempt in 1..=START_ATTEMPTS {
             server.port = free_port();
-            server.write_conf(opts)?;
+            server.write_conf()?;
             match server.spawn_and_wait_ready() {
                 Ok(()) => break,
                 Err(err) if attempt < START_ATTEMPTS && server.port_was_taken() => {
@@ -108,10 +137,17 @@ impl MariaDbServer {
             }
         }
         tracing::info!(port = server.port, data_dir = %server.data_dir.display(), "testbed mariadb started");
+        // Kept out of the binlog: a replica sets up the same accounts itself, and replaying
+        // them would fail there (the account exists).
         server.sql(&format!(
-            "ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY {pw};\n\
-             ALTER USER 'root'@'::1' IDENTIFIED BY {pw};\n",
-            pw = quote_literal(SUPERUSER_PASSWORD)
+            "SET sql_log_bin = 0;\n\
+             ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY {pw};\n\
+             ALTER USER 'root'@'::1' IDENTIFIED BY {pw};\n\
+             CREATE USER {repl}@'%' IDENTIFIED BY {repl_pw};\n\
+             GRANT REPLICATION SLAVE ON *.* TO {repl}@'%';\n",
+            pw = quote_literal(SUPERUSER_PASSWORD),
+            repl = quote_literal(REPLICATION_USER),
+            repl_pw = quote_literal(REPLICATION_PASSWORD),
         ))?;
         Ok(server)
     }
@@ -143,7 +179,8 @@ impl MariaDbServer {
         run(cmd, None, INSTALL_TIMEOUT).map(drop)
     }
 
-    fn write_conf(&self, opts: &MariaDbOptions) -> Result<()> {
+    fn write_conf(&self) -> Result<()> {
+        let opts = &self.opts;
         let mut conf = String::from("[mariadbd]\n");
         let settings = [
             ("datadir", self.data_dir.display().to_string()),
@@ -163,6 +200,15 @@ impl MariaDbServer {
             ("innodb_buffer_pool_size", "32M".into()),
             ("innodb_flush_log_at_trx_commit", "0".into()),
             ("innodb_doublewrite", "0".into()),
+            // Replication: every server can be a primary (see the module doc).
+            ("server_id", self.server_id.to_string()),
+            ("log_bin", "mariadb-bin".into()),
+            ("binlog_format", "ROW".into()),
+            ("relay_log", "relay-bin".into()),
+            ("read_only", u8::from(self.read_only).to_string()),
+            // With a binlog, users without SUPER may only create functions and triggers when
+            // this is on (error 1419 otherwise), which a server without one never asks.
+            ("log_bin_trust_function_creators", "1".into()),
         ];
         for (key, value) in settings {
             let _ = writeln!(conf, "{key}={value}");
@@ -234,9 +280,62 @@ impl MariaDbServer {
         "127.0.0.1"
     }
 
-    /// The TCP port.
+    /// The TCP port; stable across [`MariaDbServer::stop`] and [`MariaDbServer::start_again`].
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `@@server_id`: unique among the testbed servers of this process.
+    pub fn server_id(&self) -> u32 {
+        self.server_id
+    }
+
+    /// Shuts the server down cleanly (`SHUTDOWN`) and waits for it to exit, keeping its data,
+    /// port and temp dir, to simulate a server that is down. [`MariaDbServer::start_again`]
+    /// brings it back.
+    ///
+    /// # Errors
+    /// `Command` if the server is not running or refuses, `Timeout` if it does not exit within
+    /// 30 s (it is then killed).
+    pub fn stop(&mut self) -> Result<()> {
+        if !self.is_running() {
+            return Err(TestbedError::UnexpectedOutput {
+                what: format!("a running mariadbd on port {} to stop", self.port),
+                output: "not running".into(),
+            });
+        }
+        self.sql("SHUTDOWN")?;
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        while self.is_running() {
+            if Instant::now() >= deadline {
+                self.kill_child();
+                return Err(TestbedError::Timeout(
+                    format!("mariadbd on port {} to shut down", self.port),
+                    SHUTDOWN_TIMEOUT,
+                ));
+            }
+            std::thread::sleep(READY_POLL);
+        }
+        self.child = None;
+        Ok(())
+    }
+
+    /// Starts a server stopped by [`MariaDbServer::stop`] again on the same port and waits
+    /// until it answers. A replica's replication threads start with it (both of them, even if
+    /// [`MariaDbReplica::stop_replication`] had stopped one).
+    ///
+    /// # Errors
+    /// `Command` (with the log tail, e.g. when the port was taken meanwhile) or `Timeout`.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.spawn_and_wait_ready()
+    }
+
+    /// Whether our `mariadbd` child is running: false after [`MariaDbServer::stop`].
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(_)) | Err(_)) | None => false,
+        }
     }
 
     /// `root`: passwordless over the unix socket, [`MariaDbServer::superuser_password`] over TCP.
@@ -250,14 +349,18 @@ impl MariaDbServer {
     }
 
     /// `CREATE USER 'name'@'%' IDENTIFIED BY 'password'` (`mysql_native_password`) with all
-    /// privileges on all databases (no grant option).
+    /// privileges on all databases (no grant option) except `READ_ONLY ADMIN`, so that on a
+    /// `read_only` replica the user's writes fail (error 1290) as on a real one, instead of
+    /// silently diverging from the primary.
     ///
     /// # Errors
     /// `Command` with the client's stderr (e.g. error 1396 when the user exists).
     pub fn create_user(&self, name: &str, password: &str) -> Result<()> {
         let account = format!("{}@'%'", quote_literal(name));
         self.sql(&format!(
-            "CREATE USER {account} IDENTIFIED BY {};\nGRANT ALL PRIVILEGES ON *.* TO {account};\n",
+            "CREATE USER {account} IDENTIFIED BY {};\n\
+             GRANT ALL PRIVILEGES ON *.* TO {account};\n\
+             REVOKE READ_ONLY ADMIN ON *.* FROM {account};\n",
             quote_literal(password)
         ))
         .map(drop)
@@ -283,10 +386,17 @@ impl MariaDbServer {
     /// # Errors
     /// `Command` whose `stderr` holds the server's error (`ERROR 1146 (42S02) …`).
     pub fn sql(&self, sql: &str) -> Result<String> {
+        self.sql_at(&self.socket(), sql, &["-N", "-B"])
+    }
+
+    /// Runs `sql` as root with the `mariadb` client and `format` options against the server
+    /// listening on `socket` (this one, or a replica's primary).
+    fn sql_at(&self, socket: &Path, sql: &str, format: &[&str]) -> Result<String> {
         let mut cmd = self.tool_command("mariadb");
         cmd.arg("--no-defaults")
-            .arg(format!("--socket={}", self.socket().display()))
-            .args(["-u", SUPERUSER, "-N", "-B"]);
+            .arg(format!("--socket={}", socket.display()))
+            .args(["-u", SUPERUSER])
+            .args(format);
         let out = run(cmd, Some(sql), CLIENT_TIMEOUT)?;
         Ok(out.strip_suffix('\n').unwrap_or(&out).to_owned())
     }

@@ -3,10 +3,12 @@
 //!
 //! Layout of one server's temp dir (mode 0700, owned by the service account when we are root):
 //! `<dir>/` is the unix socket directory, `<dir>/data/` the cluster, `<dir>/data/postgres.log`
-//! the server log. A streaming replica (to come: `pg_basebackup -R` into a new temp dir, then
-//! the same configure-and-start path as a primary) gets its own temp dir of the same shape.
+//! the server log. A streaming replica ([`PgServer::start_replica`], in `replica.rs`:
+//! `pg_basebackup -R` into a new temp dir, then the same configure-and-start path as a primary)
+//! gets its own temp dir of the same shape.
 
 mod install;
+mod replica;
 mod text;
 
 use std::fmt;
@@ -25,6 +27,7 @@ use super::process::{RunAs, run, run_status};
 use crate::error::{Result, TestbedError};
 
 pub use self::install::{PG_BIN_ENV, pg_bin_dir};
+pub use self::replica::PgReplica;
 
 /// Account that owns clusters when we run as root (the Debian package creates it).
 const SERVICE_USER: &str = "postgres";
@@ -155,6 +158,8 @@ pub struct PgServer {
     data_dir: PathBuf,
     port: u16,
     auth: PgAuth,
+    /// What the server was set up with; a replica is configured with its primary's options.
+    opts: PgOptions,
     /// Last field: removed after `Drop::drop` has stopped the server.
     dir: TempDir,
 }
@@ -199,10 +204,18 @@ impl PgServer {
             data_dir,
             port: 0,
             auth: opts.auth,
+            opts: opts.clone(),
             dir,
         };
         server.initdb()?;
-        server.configure_and_start(opts, fixed_port)
+        let server = server.configure_and_start(fixed_port)?;
+        let set_password = format!(
+            "ALTER ROLE {} PASSWORD {};",
+            quote_ident(SUPERUSER),
+            quote_literal(SUPERUSER_PASSWORD)
+        );
+        server.psql("postgres", &set_password)?;
+        Ok(server)
     }
 
     fn initdb(&self) -> Result<()> {
@@ -216,9 +229,9 @@ impl PgServer {
     }
 
     /// Writes the testbed section of `postgresql.conf` and starts the server, on a new free
-    /// port per attempt unless `fixed_port` is given; then waits for TCP readiness and sets
-    /// the superuser's password.
-    fn configure_and_start(mut self, opts: &PgOptions, fixed_port: Option<u16>) -> Result<Self> {
+    /// port per attempt unless `fixed_port` is given; then waits for TCP readiness.
+    fn configure_and_start(mut self, fixed_port: Option<u16>) -> Result<Self> {
+        let opts = &self.opts.clone();
         let attempts = if fixed_port.is_some() {
             1
         } else {
@@ -239,12 +252,6 @@ impl PgServer {
         }
         self.wait_ready()?;
         tracing::info!(port = self.port, data_dir = %self.data_dir.display(), "testbed postgres started");
-        let set_password = format!(
-            "ALTER ROLE {} PASSWORD {};",
-            quote_ident(SUPERUSER),
-            quote_literal(SUPERUSER_PASSWORD)
-        );
-        self.psql("postgres", &set_password)?;
         Ok(self)
     }
 
@@ -499,6 +506,53 @@ impl PgServer {
         self.wait_ready()
     }
 
+    /// `pg_ctl stop -m fast`: ends all sessions and shuts the server down, keeping its data,
+    /// port and temp dir, to simulate a server that is down. [`PgServer::start_again`] brings
+    /// it back; dropping a stopped server just removes its dir.
+    ///
+    /// # Errors
+    /// `Command` (with the log tail) or `Timeout`; stopping a stopped server is a `Command`
+    /// error from pg_ctl.
+    pub fn stop(&mut self) -> Result<()> {
+        self.pg_ctl(&["stop", "-m", "fast"])
+    }
+
+    /// Starts a server stopped by [`PgServer::stop`] on the same port and waits until it
+    /// accepts connections (a replica then reconnects to its primary and catches up).
+    ///
+    /// # Errors
+    /// `Command` (with the log tail, e.g. when the port was taken meanwhile) or `Timeout`.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.pg_ctl(&["start"])?;
+        self.wait_ready()
+    }
+
+    /// Whether the server is up (its `postmaster.pid` exists): false after [`PgServer::stop`].
+    pub fn is_running(&self) -> bool {
+        self.data_dir.join("postmaster.pid").exists()
+    }
+
+    /// `pg_is_in_recovery()`: true on a streaming replica, false on a primary.
+    ///
+    /// # Errors
+    /// `Command` if psql fails (e.g. the server is stopped), `UnexpectedOutput` otherwise.
+    pub fn is_in_recovery(&self) -> Result<bool> {
+        self.psql_bool("SELECT pg_is_in_recovery()")
+    }
+
+    /// Runs a query answering one boolean, as the superuser in `postgres`.
+    fn psql_bool(&self, sql: &str) -> Result<bool> {
+        let out = self.psql("postgres", sql)?;
+        match out.trim() {
+            "t" => Ok(true),
+            "f" => Ok(false),
+            _ => Err(TestbedError::UnexpectedOutput {
+                what: sql.to_owned(),
+                output: out,
+            }),
+        }
+    }
+
     /// A command for one of the installation's tools, run as the cluster's account.
     fn tool_command(&self, tool: &str) -> Command {
         self.run_as.command(&self.bin(tool), self.dir.path())
@@ -540,88 +594,4 @@ impl Drop for PgServer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Self-signed (CA:TRUE) P-256 certificate for `localhost` and `127.0.0.1`, valid until 2126.
-    const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
-MIIBmjCCAUGgAwIBAgIUeYWIjEEFBvgJsu0cCHvvGCWoZGYwCgYIKoZIzj0EAwIw
-FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyMTIwMjUyOVoYDzIxMjYxMDI4
-MjAyNTI5WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
-PQMBBwNCAASONhU4XA4WCRnO6f8aQctYXEmJJ/W3jSFPeauGR5C5Up7TdGH4TCx8
-YvujRmAULACXdSHkJgg5eFFM0fPBf/Sao28wbTAdBgNVHQ4EFgQUC0Fb52ZbqBlM
-fMGabzUj3Kslu3wwHwYDVR0jBBgwFoAUC0Fb52ZbqBlMfMGabzUj3Kslu3wwDwYD
-VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwCgYIKoZI
-zj0EAwIDRwAwRAIgEojCyXhMAf0VgLqtapegnXUvow5fQcXAwjMBwJXgq6UCICnY
-KJH4nRdAzvdzE94mDHa9duOQKYFyaQtsD9tMNr1A
------END CERTIFICATE-----
-";
-    const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgYrGNBj+HRA2l44He
-XnryCSjVw57ZAYiqxnNwkvUu6JChRANCAASONhU4XA4WCRnO6f8aQctYXEmJJ/W3
-jSFPeauGR5C5Up7TdGH4TCx8YvujRmAULACXdSHkJgg5eFFM0fPBf/Sa
------END PRIVATE KEY-----
-";
-
-    /// psql over TCP with `conninfo` extras, running `sql`: `(success, stdout, stderr)`.
-    fn psql_tcp(pg: &PgServer, conninfo: &str, sql: &str) -> (bool, String, String) {
-        let mut cmd = pg.tool_command("psql");
-        cmd.args(["-X", "-q", "-A", "-t", "-c", sql, "-d"])
-            .arg(format!(
-                "host=localhost hostaddr=127.0.0.1 port={} user={} dbname=postgres {conninfo}",
-                pg.port(),
-                SUPERUSER
-            ));
-        let (_, status, stdout, stderr) =
-            run_status(cmd, None, PSQL_TIMEOUT).expect("running psql");
-        (status.success(), stdout.trim().to_owned(), stderr)
-    }
-
-    #[test]
-    fn tls_option_serves_the_given_certificate_over_tcp() {
-        let opts = PgOptions {
-            auth: PgAuth::Trust,
-            ..PgOptions::default()
-        }
-        .with_tls(CERT_PEM, KEY_PEM);
-        let pg = PgServer::must_start(&opts);
-        let key_mode = fs::metadata(pg.data_dir().join(TLS_KEY_FILE))
-            .expect("key file")
-            .permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
-            0o600
-        );
-        // The certificate is its own root: verify-full only passes if the server presents it.
-        let root = pg.socket_dir().join("root.crt");
-        fs::write(&root, CERT_PEM).expect("writing root.crt");
-        pg.run_as.give(&root).expect("chown root.crt");
-        let conninfo = format!("sslmode=verify-full sslrootcert={}", root.display());
-        let (ok, out, err) = psql_tcp(
-            &pg,
-            &conninfo,
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-        );
-        assert!(ok, "psql with {conninfo} failed: {err}");
-        assert_eq!(out, "t");
-    }
-
-    #[test]
-    fn without_tls_option_the_server_refuses_tls() {
-        let pg = PgServer::must_start(&PgOptions {
-            auth: PgAuth::Trust,
-            ..PgOptions::default()
-        });
-        let (ok, _, err) = psql_tcp(&pg, "sslmode=require", "SELECT 1");
-        assert!(!ok, "sslmode=require succeeded against ssl = off");
-        assert!(err.contains("does not support SSL"), "psql said: {err}");
-    }
-
-    #[test]
-    fn pg_tls_debug_hides_the_key() {
-        let opts = PgOptions::default().with_tls(CERT_PEM, KEY_PEM);
-        let shown = format!("{opts:?}");
-        assert!(shown.contains("BEGIN CERTIFICATE"));
-        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
-    }
-}
+mod tests;

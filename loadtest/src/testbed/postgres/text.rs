@@ -41,6 +41,12 @@ pub(super) fn render_conf(base: &str, s: &ConfSettings<'_>) -> String {
         ("synchronous_commit", "off".into()),
         ("full_page_writes", "off".into()),
         ("shared_buffers", "'32MB'".into()),
+        // Streaming replicas (`PgServer::start_replica`): PostgreSQL 15's defaults, spelled
+        // out, plus some WAL kept for a replica that is stopped for a while.
+        ("wal_level", "replica".into()),
+        ("max_wal_senders", "4".into()),
+        ("wal_keep_size", "'64MB'".into()),
+        ("hot_standby", "on".into()),
         // pg_ctl -l sends stderr to a file in the data dir.
         ("logging_collector", "off".into()),
         ("log_destination", "'stderr'".into()),
