@@ -50,6 +50,7 @@ pub struct Suspect {
 pub fn suspects(holders: &[Holder], now: Instant, threshold: Duration) -> Vec<Suspect> {
     holders
         .iter()
+        .filter(|c| !c.client.hold_expected())
         .filter_map(|c| {
             let held = now.saturating_duration_since(c.checked_out_at);
             let idle = c.client.idle_for(now);

@@ -640,6 +640,7 @@ async fn watch_file(
 fn new_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartError> {
     match p.protocol {
         Protocol::Postgres => pg_service(p, ctx),
+        Protocol::Dameng => crate::dm::service(p, ctx),
         other => Err(StartError::Unsupported {
             pool: p.name.clone(),
             protocol: other.as_str(),

@@ -70,7 +70,10 @@ fn lengths_are_capped_before_anything_is_buffered() {
     };
     assert_eq!(
         parse_header(&h, &rules),
-        Err(HeaderError::TooLong { len: 1000, max: 999 })
+        Err(HeaderError::TooLong {
+            len: 1000,
+            max: 999
+        })
     );
     h[6..10].copy_from_slice(&(-1i32).to_le_bytes());
     h[19] = checksum(&h);
@@ -83,7 +86,11 @@ fn lengths_are_capped_before_anything_is_buffered() {
 #[test]
 fn exec_replies_are_recognised_from_the_request() {
     assert!(expects_exec_reply(&frame(command::EXECUTE2, b"", &[])));
-    assert!(expects_exec_reply(&frame(command::OPTIMIZED_EXECUTE, b"", &[])));
+    assert!(expects_exec_reply(&frame(
+        command::OPTIMIZED_EXECUTE,
+        b"",
+        &[]
+    )));
     assert!(!expects_exec_reply(&frame(command::PREPARE, b"", &[])));
     assert!(expects_exec_reply(&frame(
         command::PREPARE,
