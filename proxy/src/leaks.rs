@@ -169,4 +169,17 @@ mod tests {
         tokio::time::advance(t).await;
         assert_eq!(suspects(&list, Instant::now(), t).len(), 2);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_marked_expected_is_not_a_leak() {
+        let t = Duration::from_secs(30);
+        let c = client();
+        c.touch(false);
+        c.set_hold_expected(true); // a Dameng session outside a transaction
+        let list = vec![checkout(1, c.clone(), Instant::now())];
+        tokio::time::advance(t * 2).await;
+        assert!(suspects(&list, Instant::now(), t).is_empty());
+        c.set_hold_expected(false); // it opened a transaction and went quiet
+        assert_eq!(suspects(&list, Instant::now(), t).len(), 1);
+    }
 }

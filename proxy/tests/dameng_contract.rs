@@ -156,7 +156,7 @@ impl Client {
         c.must_call(&message(
             command::STARTUP,
             0,
-            b"\x07\0\0\07.6.0.0\0",
+            b"\x07\0\0\x007.6.0.0\0",
             &[(34, 1)],
         ))
         .await;
@@ -259,7 +259,7 @@ async fn dameng_contract_login_and_query_pass_through_byte_for_byte() {
         message(
             command::STARTUP,
             0,
-            b"\x07\0\0\07.6.0.0\0",
+            b"\x07\0\0\x007.6.0.0\0",
             &[(34, 1), (35, 9)],
         ),
         message(
@@ -485,17 +485,22 @@ async fn dameng_contract_readiness_probe_sends_only_startup() {
     http.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(within(Duration::from_secs(5), || fake.open() == 0).await);
-    let received = fake.seen.received.lock();
-    assert_eq!(received.len(), 1, "one probe connection");
-    let h = dm::parse_header(&received[0], &FrameRules::default())
+    let (count, first) = {
+        let received = fake.seen.received.lock();
+        (
+            received.len(),
+            received.first().cloned().unwrap_or_default(),
+        )
+    };
+    assert_eq!(count, 1, "one probe connection");
+    let h = dm::parse_header(&first, &FrameRules::default())
         .unwrap()
         .unwrap();
     assert_eq!(h.command, command::STARTUP);
     assert_eq!(
-        received[0].len(),
+        first.len(),
         h.frame_len(),
         "the probe sent more than STARTUP"
     );
-    drop(received);
     server.shutdown().await;
 }

@@ -225,7 +225,7 @@ impl Relay<'_> {
                         self.info.touch(true);
                         server.write_all(&bytes).await.map_err(End::Io)
                     }
-                    Ok(Some(frame)) => self.to_server(frame, server).await,
+                    Ok(Some(frame)) => self.request(frame, server).await,
                     Ok(None) => Err(End::ClientLeft),
                     Err(ReadError::Frame(e)) => Err(End::ClientFrame(e)),
                     Err(ReadError::Io(_)) => Err(End::ClientLeft),
@@ -235,7 +235,7 @@ impl Relay<'_> {
                         self.info.touch(false);
                         client.write_all(&bytes).await.map_err(End::Io)
                     }
-                    Ok(Some(frame)) => self.to_client(frame, client).await,
+                    Ok(Some(frame)) => self.reply(frame, client).await,
                     Ok(None) => Err(End::ServerLeft),
                     Err(ReadError::Frame(e)) => Err(End::ServerFrame(e)),
                     Err(ReadError::Io(e)) => Err(End::Io(e)),
@@ -258,7 +258,7 @@ impl Relay<'_> {
         }
     }
 
-    async fn to_server(&mut self, frame: BytesMut, server: &mut Server) -> Result<(), End> {
+    async fn request(&mut self, frame: BytesMut, server: &mut Server) -> Result<(), End> {
         let kind = if !self.seen_startup {
             self.seen_startup = true;
             Pending::Startup
@@ -281,7 +281,7 @@ impl Relay<'_> {
         server.write_all(&frame).await.map_err(End::Io)
     }
 
-    async fn to_client(&mut self, frame: BytesMut, client: &mut TcpStream) -> Result<(), End> {
+    async fn reply(&mut self, frame: BytesMut, client: &mut TcpStream) -> Result<(), End> {
         let ok = dm::parse_header(&frame, &self.from_server.rules)
             .ok()
             .flatten()
