@@ -173,7 +173,16 @@ async fn readyz(state: &AdminState) -> Response<Full<Bytes>> {
         // backend that was down come back without waiting for a client to try.
         let addr = s.primary_addr.clone();
         let timeout = p.limits.connect_timeout.min(PROBE_TIMEOUT);
-        probes.spawn(async move { (i, reachable(&addr, timeout).await) });
+        let dameng = p.protocol == "dameng";
+        probes.spawn(async move {
+            let ok = if dameng {
+                // DESIGN §8: a STARTUP exchange, no credentials.
+                crate::dm::probe::startup(&addr, timeout).await.is_ok()
+            } else {
+                reachable(&addr, timeout).await
+            };
+            (i, ok)
+        });
     }
     let mut down: Vec<usize> = Vec::new();
     while let Some(joined) = probes.join_next().await {

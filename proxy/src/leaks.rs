@@ -50,6 +50,7 @@ pub struct Suspect {
 pub fn suspects(holders: &[Holder], now: Instant, threshold: Duration) -> Vec<Suspect> {
     holders
         .iter()
+        .filter(|c| !c.client.hold_expected())
         .filter_map(|c| {
             let held = now.saturating_duration_since(c.checked_out_at);
             let idle = c.client.idle_for(now);
@@ -167,5 +168,18 @@ mod tests {
         busy.touch(false);
         tokio::time::advance(t).await;
         assert_eq!(suspects(&list, Instant::now(), t).len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_marked_expected_is_not_a_leak() {
+        let t = Duration::from_secs(30);
+        let c = client();
+        c.touch(false);
+        c.set_hold_expected(true); // a Dameng session outside a transaction
+        let list = vec![checkout(1, c.clone(), Instant::now())];
+        tokio::time::advance(t * 2).await;
+        assert!(suspects(&list, Instant::now(), t).is_empty());
+        c.set_hold_expected(false); // it opened a transaction and went quiet
+        assert_eq!(suspects(&list, Instant::now(), t).len(), 1);
     }
 }

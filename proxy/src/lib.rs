@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod console;
+pub mod dm;
 pub mod error;
 pub mod io;
 pub mod leaks;

@@ -63,14 +63,6 @@ pub enum StartError {
         #[source]
         source: Box<crate::tls::TlsError>,
     },
-    /// The config asks for a protocol this build does not serve yet.
-    #[error(
-        "pool \"{pool}\": protocol \"{protocol}\" is not supported by this version of sidepool"
-    )]
-    Unsupported {
-        pool: String,
-        protocol: &'static str,
-    },
 }
 
 /// What building a pool's service needs besides its config.
@@ -646,10 +638,7 @@ fn new_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartE
         Protocol::Mysql | Protocol::Tidb => {
             Ok(Arc::new(crate::mysql::MyService::new(p, &ctx.telemetry)))
         }
-        other => Err(StartError::Unsupported {
-            pool: p.name.clone(),
-            protocol: other.as_str(),
-        }),
+        Protocol::Dameng => crate::dm::service(p, ctx),
     }
 }
 

@@ -45,6 +45,9 @@ pub struct ClientInfo {
     kill_reason: Mutex<Option<String>>,
     /// How it is to end: [`NOT_ENDING`], [`END_GRACEFULLY`] or [`END_NOW`].
     ending: AtomicU8,
+    /// The session holds its server connection by design and no transaction is open (Dameng
+    /// session passthrough): holding it while idle is not a suspected leak.
+    hold_expected: AtomicBool,
 }
 
 const NOT_ENDING: u8 = 0;
@@ -75,6 +78,7 @@ impl ClientInfo {
             kill: Notify::new(),
             kill_reason: Mutex::new(None),
             ending: AtomicU8::new(NOT_ENDING),
+            hold_expected: AtomicBool::new(false),
         }
     }
 
@@ -94,6 +98,18 @@ impl ClientInfo {
         let last = self.connected_at
             + Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
         now.saturating_duration_since(last)
+    }
+
+    /// Marks whether holding the server connection while idle is expected (see
+    /// [`ClientInfo::hold_expected`]).
+    pub fn set_hold_expected(&self, expected: bool) {
+        self.hold_expected.store(expected, Ordering::Relaxed);
+    }
+
+    /// Whether the session holds its server connection by design with no transaction open, so
+    /// that leak detection skips it (Dameng pools, outside a transaction).
+    pub fn hold_expected(&self) -> bool {
+        self.hold_expected.load(Ordering::Relaxed)
     }
 
     /// Keeps the start of a statement for leak reports (no allocation once warmed up).
