@@ -1,15 +1,86 @@
 //! I/O helpers shared by the relays, generic over plaintext and TLS streams.
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+use crate::tls::Stream;
 
 /// The most [`write_reading`] reads in one call to the stream.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// Capacity of a session buffer taken with [`take_buffer`].
+pub const BUFFER_SIZE: usize = 4 * 1024;
+/// [`read_some`] makes room for at least this many bytes before it reads, so a request is
+/// read in one call rather than in the sliver left at the end of the buffer.
+const MIN_READ_ROOM: usize = 1024;
+/// Buffers kept per worker thread for sessions that wake up.
+const POOLED_BUFFERS: usize = 16;
+/// Buffers that grew past this (a large result) are freed rather than kept.
+const MAX_POOLED_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    /// Empty buffers given back by parked sessions, reused by sessions that wake up.
+    static BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with room for at least [`BUFFER_SIZE`] bytes, from this thread's spares
+/// when there is one (no allocation).
+pub fn take_buffer() -> BytesMut {
+    let mut buf = BUFFERS
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| BytesMut::with_capacity(BUFFER_SIZE));
+    buf.clear();
+    // Reclaims the space already consumed at the front; allocates only if the buffer is
+    // still shared with bytes split off it.
+    buf.reserve(BUFFER_SIZE);
+    buf
+}
+
+/// Takes `buf` (leaving an empty one without capacity) and keeps it for [`take_buffer`] if it
+/// is empty and of a reasonable size; otherwise frees it. A session that holds no bytes gives
+/// its buffers back while it waits, so an idle client costs no buffer memory.
+pub fn give_buffer(buf: &mut BytesMut) {
+    let buf = std::mem::take(buf);
+    if buf.is_empty() && (MIN_READ_ROOM..=MAX_POOLED_CAPACITY).contains(&buf.capacity()) {
+        BUFFERS.with_borrow_mut(|spare| {
+            if spare.len() < POOLED_BUFFERS {
+                spare.push(buf);
+            }
+        });
+    }
+}
+
+/// Reads what the peer sent into `buf`: the number of bytes, 0 at EOF.
+///
+/// A session parked without a buffer (`buf` has no capacity, see [`give_buffer`]) first waits
+/// until a plaintext socket is readable and only then takes a buffer and reads, so the wait
+/// holds no buffer. Otherwise `buf` gets room for at least
+/// [`MIN_READ_ROOM`] bytes before the read.
+///
+/// # Cancel safety
+/// Cancel safe: bytes are appended to `buf` only when the read completes.
+pub async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() == 0 {
+        if let Stream::Plain(tcp) = stream {
+            tcp.readable().await?;
+        }
+        // Readable: the read below finds bytes at once (it waits, holding the buffer, only
+        // after a stale readiness report). Reading through `AsyncRead` rather than `try_read`
+        // lets tokio clear the readiness after a short read, which saves the next read a
+        // system call that would only say "would block".
+        *buf = take_buffer();
+    }
+    if buf.capacity() - buf.len() < MIN_READ_ROOM {
+        buf.reserve(MIN_READ_ROOM);
+    }
+    stream.read_buf(buf).await
+}
 
 /// Writes all of `data` to `stream` and flushes it, while reading whatever the same peer sends
 /// into `inbox` (never growing it past `cap` bytes). Returns whether anything was read.

@@ -14,7 +14,7 @@ pub mod relay;
 pub mod replay;
 pub mod statements;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use std::net::SocketAddr;
@@ -83,6 +83,31 @@ pub struct PgService {
     /// Named statements kept prepared per server connection before the least recently used
     /// is closed.
     pub prepared_per_connection: usize,
+    /// Clients' startup settings by content, so clients that sent the same (most send the
+    /// same few) share one copy; see [`PgService::shared_settings`].
+    pub startup_settings: parking_lot::Mutex<HashSet<Arc<BTreeMap<String, String>>>>,
+}
+
+/// Distinct startup settings [`PgService::shared_settings`] keeps; others are not shared.
+const SHARED_SETTINGS: usize = 1024;
+
+impl PgService {
+    /// `settings` as a shared copy: the one already kept when another client sent the same,
+    /// else a new one, kept for later clients while fewer than [`SHARED_SETTINGS`] are.
+    pub fn shared_settings(
+        &self,
+        settings: BTreeMap<String, String>,
+    ) -> Arc<BTreeMap<String, String>> {
+        let mut seen = self.startup_settings.lock();
+        if let Some(shared) = seen.get(&settings) {
+            return shared.clone();
+        }
+        let shared = Arc::new(settings);
+        if seen.len() < SHARED_SETTINGS {
+            seen.insert(shared.clone());
+        }
+        shared
+    }
 }
 
 impl std::ops::Deref for PgService {

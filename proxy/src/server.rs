@@ -694,6 +694,7 @@ fn pg_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartEr
         hub: ctx.hub.clone(),
         login_params: Default::default(),
         statement_names: Default::default(),
+        startup_settings: Default::default(),
         prepared_per_connection: p.limits.prepared_statements_per_connection as usize,
     }))
 }

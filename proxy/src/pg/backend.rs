@@ -87,6 +87,9 @@ pub struct ServerConn {
     pub buf: BytesMut,
     /// Named statements prepared on this connection by sidepool (transaction mode).
     pub prepared: super::statements::Prepared,
+    /// The client settings `params` were last brought in line with
+    /// ([`super::replay::sync_settings`]); whoever changes `params` clears it.
+    pub synced: Option<Arc<BTreeMap<String, String>>>,
 }
 
 impl Drop for ServerConn {
@@ -166,6 +169,7 @@ impl ServerConn {
             cancel,
             buf: BytesMut::with_capacity(8 * 1024),
             prepared: Default::default(),
+            synced: None,
         })
     }
 
@@ -213,6 +217,7 @@ impl ServerConn {
                 be::tag::PARAMETER_STATUS => {
                     let (k, v) = be::parse_parameter_status(&msg)?;
                     self.params.insert(k, v);
+                    self.synced = None;
                 }
                 be::tag::DATA_ROW if row.is_none() => {
                     let values = be::parse_data_row(&msg)?;

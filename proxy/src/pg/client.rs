@@ -41,10 +41,12 @@ pub async fn serve(
 ) {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(512);
-    let hello = tokio::time::timeout(
+    // The login and relay stages run in boxed futures of their own: this one lives as long as
+    // the client, so only what they share is kept for an idle client.
+    let hello = Box::pin(tokio::time::timeout(
         LOGIN_TIMEOUT,
         read_startup(&svc, Stream::Plain(tcp), &mut buf),
-    )
+    ))
     .await;
     let (mut stream, params) = match hello {
         Ok(Ok((stream, Some(params)))) => (stream, params),
@@ -108,10 +110,10 @@ pub async fn serve(
     };
     let span = tracing::info_span!("client", pool = %svc.name, client.addr = %addr, user = %login.info.user);
     let result = async {
-        match tokio::time::timeout(
+        match Box::pin(tokio::time::timeout(
             LOGIN_TIMEOUT,
             authenticate(&svc, &mut stream, &mut buf, &login.info.user),
-        )
+        ))
         .await
         {
             Ok(Ok(true)) => {}
@@ -121,10 +123,10 @@ pub async fn serve(
         }
         debug!(database = %login.info.database, "client authenticated");
         if login.info.database == crate::console::DATABASE {
-            return crate::console::run(&svc, stream, buf, login).await;
+            return Box::pin(crate::console::run(&svc, stream, buf, login)).await;
         }
         let _registered = svc.sessions.register(&login.info);
-        Relay::start(svc.clone(), stream, buf, login).await
+        Box::pin(Relay::start(svc.clone(), stream, buf, login)).await
     };
     if let Err(e) = result.instrument(span.clone()).await {
         match e.side() {
@@ -144,10 +146,12 @@ pub struct Login {
     /// Server connections it may use.
     pub key: ConnKey,
     /// Settings to replay on whichever server connection serves it: the startup parameters
-    /// plus what the client changed since.
-    pub settings: BTreeMap<String, String>,
-    /// The startup parameters alone (what `RESET ALL` returns to).
-    pub startup_settings: BTreeMap<String, String>,
+    /// plus what the client changed since. Shared until the client changes one
+    /// (`Arc::make_mut`).
+    pub settings: Arc<BTreeMap<String, String>>,
+    /// The startup parameters alone (what `RESET ALL` returns to), shared by every client of
+    /// the pool that sent the same ([`PgService::shared_settings`]).
+    pub startup_settings: Arc<BTreeMap<String, String>>,
 }
 
 impl Login {
@@ -178,6 +182,7 @@ impl Login {
             user: user.into(),
             database: database.into(),
         };
+        let settings = svc.shared_settings(settings);
         Some(Login {
             info,
             key,

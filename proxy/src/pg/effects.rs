@@ -19,6 +19,38 @@ pub enum Effect {
     Deallocate(String),
 }
 
+/// Words whose presence (anywhere, any case) makes [`effects`] worth running, by first letter:
+/// every rule below starts with one of them, and the advisory-lock rule looks for the last.
+fn triggers(first: u8) -> &'static [&'static [u8]] {
+    match first {
+        b's' => &[b"set"], // also RESET
+        b'd' => &[b"discard", b"deallocate", b"declare"],
+        b'c' => &[b"create"],
+        b'l' => &[b"listen", b"load"],
+        b'p' => &[b"prepare"],
+        b'a' => &[b"advisory_lock"],
+        _ => &[],
+    }
+}
+
+/// False when `sql` certainly has no [`effects`]: none of the words the rules start with occurs
+/// in it, in any case. A byte scan without allocation, so the common statement (a SELECT, an
+/// INSERT) skips the word split.
+pub fn may_have_effects(sql: &[u8]) -> bool {
+    let mut rest = sql;
+    while let Some((&first, tail)) = rest.split_first() {
+        let found = triggers(first.to_ascii_lowercase()).iter().any(|t| {
+            rest.get(..t.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(t))
+        });
+        if found {
+            return true;
+        }
+        rest = tail;
+    }
+    false
+}
+
 /// The effects of every statement in `sql`, in order.
 pub fn effects(sql: &str) -> Vec<Effect> {
     let mut out = Vec::new();
@@ -250,6 +282,34 @@ mod tests {
             "SELECT 'LISTEN'",
         ] {
             assert_eq!(effects(sql), vec![], "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_prefilter_passes_every_statement_with_effects() {
+        for sql in [
+            "SET x.y = 1",
+            "reset all",
+            "DISCARD ALL",
+            "DeAllocate q",
+            "CREATE TEMP TABLE t ()",
+            "LISTEN a",
+            "PREPARE q AS SELECT 1",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "LOAD 'x'",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT 1; SET \"a.b\" = 2",
+        ] {
+            assert!(!effects(sql).is_empty(), "{sql}");
+            assert!(may_have_effects(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            "BEGIN",
+            "INSERT INTO t VALUES (1)",
+            "",
+        ] {
+            assert!(!may_have_effects(sql.as_bytes()), "{sql}");
         }
     }
 

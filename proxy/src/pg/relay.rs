@@ -36,14 +36,14 @@ use super::PgService;
 use super::backend::{PgConnector, ServerConn};
 use super::cancel::Registration;
 use super::client::{Login, login_reply};
-use super::effects::{Effect, effects};
+use super::effects::{Effect, effects, may_have_effects};
 use super::errors::{
     self, CONNECTION_FAILURE, IDLE_IN_TRANSACTION_TIMEOUT, PROTOCOL_VIOLATION, error,
 };
 use super::replay;
 use super::statements::Statement;
 use crate::error::{BackendError, SessionError};
-use crate::io::write_reading;
+use crate::io::{give_buffer, read_some, take_buffer, write_reading};
 use crate::session::ClientInfo;
 use crate::tls::Stream;
 
@@ -152,7 +152,8 @@ pub(crate) struct Relay {
     scan: Scanner,
     login: Login,
     cancel: Registration,
-    server: Option<Attached>,
+    /// Boxed: an idle client's session stays small.
+    server: Option<Box<Attached>>,
     /// Transaction mode: statements are mapped, settings tracked, clients pinned.
     mapping: bool,
     /// The client's named statements.
@@ -239,43 +240,39 @@ impl Relay {
     }
 
     async fn run(&mut self) -> Result<(), SessionError> {
-        let params = match self.login_params().await {
-            Ok(p) => p,
-            Err(msg) => {
-                let _ = self.client.write_all(&msg).await;
-                return Ok(());
-            }
-        };
-        let reply = login_reply(&params, self.cancel.pid, self.cancel.secret);
-        self.client
-            .write_all(&reply)
-            .await
-            .map_err(SessionError::ClientIo)?;
-
+        // The relay's own future is what an idle client costs, so everything but the wait for
+        // the next message runs in a boxed future of its own, and nothing of the login (its
+        // parameter list, its reply) stays in scope for the loop.
+        if !Box::pin(self.greet()).await? {
+            return Ok(());
+        }
         loop {
             if self.closing && self.between_transactions() {
-                return self.terminate().await;
+                return Box::pin(self.terminate()).await;
             }
             if std::mem::take(&mut self.server_inbox) {
-                self.on_server().await?;
+                Box::pin(self.on_server()).await?;
                 continue;
             }
             if std::mem::take(&mut self.client_inbox) {
-                if !self.on_client().await? {
-                    return self.finish().await;
+                if !Box::pin(self.on_client()).await? {
+                    return Box::pin(self.finish()).await;
                 }
                 continue;
             }
             let info = self.login.info.clone();
             let event = match self.server.as_mut() {
-                None => tokio::select! {
-                    r = self.client.read_buf(&mut self.buf) => Event::Client(r),
-                    () = info.killed() => Event::Killed,
-                },
+                None => {
+                    self.park();
+                    tokio::select! {
+                        r = read_some(&mut self.client, &mut self.buf) => Event::Client(r),
+                        () = info.killed() => Event::Killed,
+                    }
+                }
                 Some(att) => {
                     let conn: &mut ServerConn = &mut att.conn;
                     tokio::select! {
-                        r = self.client.read_buf(&mut self.buf) => Event::Client(r),
+                        r = read_some(&mut self.client, &mut self.buf) => Event::Client(r),
                         r = conn.stream.read_buf(&mut conn.buf) => Event::Server(r),
                         () = info.killed() => Event::Killed,
                     }
@@ -283,8 +280,10 @@ impl Relay {
             };
             match event {
                 Event::Client(r) => {
-                    if r.map_err(SessionError::ClientIo)? == 0 || !self.on_client().await? {
-                        return self.finish().await;
+                    if r.map_err(SessionError::ClientIo)? == 0
+                        || !Box::pin(self.on_client()).await?
+                    {
+                        return Box::pin(self.finish()).await;
                     }
                 }
                 Event::Killed => {
@@ -293,7 +292,7 @@ impl Relay {
                         self.closing = true;
                         continue;
                     }
-                    return self.terminate().await;
+                    return Box::pin(self.terminate()).await;
                 }
                 Event::Server(r) => {
                     let addr = self.svc.primary_addr.clone();
@@ -304,10 +303,51 @@ impl Relay {
                     if n == 0 {
                         return Err(BackendError::Closed { addr }.into());
                     }
-                    self.on_server().await?;
+                    Box::pin(self.on_server()).await?;
                 }
             }
         }
+    }
+
+    /// Between transactions with nothing buffered, gives the buffers back (see [`give_buffer`]):
+    /// a parked plaintext client holds none until its next message arrives.
+    fn park(&mut self) {
+        if self.buf.is_empty() && !self.client.is_tls() {
+            give_buffer(&mut self.buf);
+        }
+        if self.to_server.is_empty() {
+            give_buffer(&mut self.to_server);
+        }
+        if self.to_client.is_empty() {
+            give_buffer(&mut self.to_client);
+        }
+    }
+
+    /// Output buffers back from [`Relay::park`], before a batch is handled.
+    fn unpark(&mut self) {
+        if self.to_server.capacity() == 0 {
+            self.to_server = take_buffer();
+        }
+        if self.to_client.capacity() == 0 {
+            self.to_client = take_buffer();
+        }
+    }
+
+    /// Sends the login reply. `Ok(false)`: the login failed and the client was told why.
+    async fn greet(&mut self) -> Result<bool, SessionError> {
+        let params = match self.login_params().await {
+            Ok(p) => p,
+            Err(msg) => {
+                let _ = self.client.write_all(&msg).await;
+                return Ok(false);
+            }
+        };
+        let reply = login_reply(&params, self.cancel.pid, self.cancel.secret);
+        self.client
+            .write_all(&reply)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        Ok(true)
     }
 
     /// Whether no transaction or statement is in flight: no server connection, or one that is
@@ -420,7 +460,7 @@ impl Relay {
                 });
             }
             self.cancel.slot.set(Some(conn.cancel.clone()));
-            self.server = Some(Attached::new(conn));
+            self.server = Some(Box::new(Attached::new(conn)));
             return Ok(());
         }
         let msg = format!(
@@ -445,18 +485,21 @@ impl Relay {
         if att.reset_all {
             self.login.settings = self.login.startup_settings.clone();
             att.conn.params = att.conn.startup_params.clone();
+            att.conn.synced = None;
         }
         if !att.dirty.is_empty() {
             match replay::read_settings(&mut att.conn, &att.dirty).await {
                 Ok(values) => {
+                    att.conn.synced = None;
                     for (k, v) in values {
                         match v {
                             Some(v) => {
-                                self.login.settings.insert(k.clone(), v.clone());
+                                Arc::make_mut(&mut self.login.settings)
+                                    .insert(k.clone(), v.clone());
                                 att.conn.params.insert(k, v);
                             }
                             None => {
-                                self.login.settings.remove(&k);
+                                Arc::make_mut(&mut self.login.settings).remove(&k);
                                 att.conn.params.remove(&k);
                             }
                         }
@@ -474,6 +517,7 @@ impl Relay {
 
     /// Handles bytes from the client. `Ok(false)`: the client said Terminate.
     async fn on_client(&mut self) -> Result<bool, SessionError> {
+        self.unpark();
         let mapping = self.mapping;
         let wants_whole = |t: u8| {
             t == fe::tag::TERMINATE
@@ -680,7 +724,7 @@ impl Relay {
     fn attached(&mut self) -> &mut Attached {
         // map_message runs only with a server attached (on_client_message checked).
         self.server
-            .as_mut()
+            .as_deref_mut()
             .unwrap_or_else(|| unreachable!("mapping without a server"))
     }
 
@@ -698,7 +742,12 @@ impl Relay {
             att.retried = false;
         }
         att.cycle_closed = expect == Some(Expect::Ready);
-        if att.cycle_bytes + msg.len() <= MAX_RETRY_LOG {
+        // Only a cycle that opens with the Bind of a mapped statement is ever retried
+        // (`retry_stale`): any other is marked too large at its first message and not logged.
+        let opens = att.cycle.is_empty() && att.cycle_bytes == 0;
+        if opens && !(expect == Some(Expect::Bind) && statement.is_some()) {
+            att.cycle_bytes = usize::MAX / 2;
+        } else if att.cycle_bytes + msg.len() <= MAX_RETRY_LOG {
             att.cycle_bytes += msg.len();
             att.cycle.push(Logged {
                 msg,
@@ -754,9 +803,10 @@ impl Relay {
     /// pins, and whether it is a lone `DEALLOCATE` of one of the client's mapped statements,
     /// which sidepool answers itself (the server knows that statement under another name).
     fn apply_effects(&mut self, msg: &[u8], query: bool) -> (bool, bool) {
-        let Some(sql) = fe::statement_text(msg) else {
+        let Some(sql) = fe::statement_bytes(msg).filter(|s| may_have_effects(s)) else {
             return (false, false);
         };
+        let sql = String::from_utf8_lossy(sql);
         let (mut pins, mut answered) = (false, false);
         let found = effects(&sql);
         let lone = found.len() == 1 && !sql.trim().trim_end_matches(';').contains(';');
@@ -899,10 +949,12 @@ impl Relay {
                 }
             } else if tag == be::tag::PARAMETER_STATUS {
                 let (k, v) = be::parse_parameter_status(msg).map_err(BackendError::Protocol)?;
-                if replay::follows_client(&k) || self.login.settings.contains_key(&k) {
-                    self.login.settings.insert(k.clone(), v.clone());
+                let follows = replay::follows_client(&k) || self.login.settings.contains_key(&k);
+                if follows && self.login.settings.get(&k) != Some(&v) {
+                    Arc::make_mut(&mut self.login.settings).insert(k.clone(), v.clone());
                 }
                 conn.params.insert(k, v);
+                conn.synced = None;
             }
             if att.current == Disposition::Forward {
                 self.to_client.extend_from_slice(msg);
@@ -960,6 +1012,7 @@ impl Relay {
             }
             if discard_all {
                 conn.params = conn.startup_params.clone();
+                conn.synced = None;
                 conn.prepared.clear();
                 conn.run("DISCARD ALL").await?;
             }

@@ -7,6 +7,7 @@
 //! client left behind that this client never asked for.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::backend::ServerConn;
 use crate::error::BackendError;
@@ -28,12 +29,27 @@ pub fn follows_client(name: &str) -> bool {
     FOLLOWS_CLIENT.contains(&name)
 }
 
-/// Brings `conn`'s settings in line with `wanted`.
+/// Brings `conn`'s settings in line with `wanted`. Free when `conn` was last synced with this
+/// very `wanted` and its parameters have not changed since ([`ServerConn::synced`]): clients
+/// with the same startup settings share one map, so the common checkout compares nothing.
 ///
 /// # Errors
 /// I/O failures, or the server rejecting a value (the client's own mistake, e.g. a bad
 /// TimeZone in its startup packet).
 pub async fn sync_settings(
+    conn: &mut ServerConn,
+    wanted: &Arc<BTreeMap<String, String>>,
+) -> Result<(), BackendError> {
+    if conn.synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, wanted)) {
+        return Ok(());
+    }
+    sync_settings_now(conn, wanted).await?;
+    conn.synced = Some(wanted.clone());
+    Ok(())
+}
+
+/// [`sync_settings`] without the shortcut.
+async fn sync_settings_now(
     conn: &mut ServerConn,
     wanted: &BTreeMap<String, String>,
 ) -> Result<(), BackendError> {
