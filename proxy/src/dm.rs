@@ -25,7 +25,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::server::{Context, StartError};
-use crate::service::{BoxFuture, PoolCore, Service};
+use crate::service::{PoolCore, Service};
 use crate::session::ClientInfo;
 use crate::telemetry::Role;
 
@@ -64,20 +64,7 @@ pub struct DmService {
     pub rules: FrameRules,
 }
 
-impl Service for DmService {
-    fn core(&self) -> &PoolCore {
-        &self.core
-    }
-
-    fn serve(
-        self: Arc<Self>,
-        stream: TcpStream,
-        addr: SocketAddr,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> BoxFuture<'static, ()> {
-        Box::pin(serve(self, stream, addr, permit))
-    }
-}
+crate::pool_service!(DmService, serve);
 
 /// The session stage of a `protocol = "dameng"` pool.
 ///

@@ -15,18 +15,15 @@ pub mod relay;
 pub mod replay;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use sidepool_config::{ClientAuth, PoolConfig};
 use sidepool_pool::Pool;
 use sidepool_protocol::mysql::handshake::Greeting;
-use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 
 use self::backend::MyConnector;
-use crate::service::{BoxFuture, PoolCore, Service};
+use crate::service::PoolCore;
 use crate::session::ClientInfo;
 use crate::settings::pool_settings;
 use crate::telemetry::{Role, Telemetry};
@@ -55,28 +52,7 @@ pub struct MyService {
     pub prepared_per_connection: usize,
 }
 
-impl std::ops::Deref for MyService {
-    type Target = PoolCore;
-
-    fn deref(&self) -> &PoolCore {
-        &self.core
-    }
-}
-
-impl Service for MyService {
-    fn core(&self) -> &PoolCore {
-        &self.core
-    }
-
-    fn serve(
-        self: Arc<Self>,
-        stream: TcpStream,
-        addr: SocketAddr,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> BoxFuture<'static, ()> {
-        Box::pin(client::serve(self, stream, addr, permit))
-    }
-}
+crate::pool_service!(MyService, client::serve);
 
 impl MyService {
     /// The service of a `mysql`/`tidb` pool.

@@ -17,17 +17,13 @@ pub mod statements;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use std::net::SocketAddr;
-
 use sidepool_config::ClientAuth;
 use sidepool_pool::Pool;
 use sidepool_protocol::pg::auth::ScramSecret;
-use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 
 use self::backend::PgConnector;
 use self::cancel::CancelRegistry;
-use crate::service::{BoxFuture, PoolCore, Service};
+use crate::service::PoolCore;
 use crate::session::ClientInfo;
 
 /// The pool type of a PostgreSQL backend.
@@ -110,28 +106,7 @@ impl PgService {
     }
 }
 
-impl std::ops::Deref for PgService {
-    type Target = PoolCore;
-
-    fn deref(&self) -> &PoolCore {
-        &self.core
-    }
-}
-
-impl Service for PgService {
-    fn core(&self) -> &PoolCore {
-        &self.core
-    }
-
-    fn serve(
-        self: Arc<Self>,
-        stream: TcpStream,
-        addr: SocketAddr,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> BoxFuture<'static, ()> {
-        Box::pin(client::serve(self, stream, addr, permit))
-    }
-}
+crate::pool_service!(PgService, client::serve);
 
 #[cfg(test)]
 mod tests {

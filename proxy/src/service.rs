@@ -226,3 +226,34 @@ pub trait Service: Send + Sync + Debug + 'static {
         permit: Option<OwnedSemaphorePermit>,
     ) -> BoxFuture<'static, ()>;
 }
+
+/// Implements `Deref<Target = PoolCore>` and [`Service`] for a protocol's service struct that
+/// has a `core: PoolCore` field, with `$serve(Arc<Self>, TcpStream, SocketAddr, Option<permit>)`
+/// as its session.
+#[macro_export]
+macro_rules! pool_service {
+    ($ty:ty, $serve:path) => {
+        impl std::ops::Deref for $ty {
+            type Target = $crate::service::PoolCore;
+
+            fn deref(&self) -> &$crate::service::PoolCore {
+                &self.core
+            }
+        }
+
+        impl $crate::service::Service for $ty {
+            fn core(&self) -> &$crate::service::PoolCore {
+                &self.core
+            }
+
+            fn serve(
+                self: std::sync::Arc<Self>,
+                stream: tokio::net::TcpStream,
+                addr: std::net::SocketAddr,
+                permit: Option<tokio::sync::OwnedSemaphorePermit>,
+            ) -> $crate::service::BoxFuture<'static, ()> {
+                Box::pin($serve(self, stream, addr, permit))
+            }
+        }
+    };
+}
