@@ -119,7 +119,18 @@ pub async fn serve(
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => return Ok(()),
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(SessionError::LoginTimeout(LOGIN_TIMEOUT)),
+            Err(_) => {
+                // PgBouncer's client_login_timeout does the same: say why before closing.
+                let why = format!(
+                    "sidepool: login not finished within {}s; check the client's password \
+                     exchange and network",
+                    LOGIN_TIMEOUT.as_secs()
+                );
+                let _ = stream
+                    .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, &why, None))
+                    .await;
+                return Err(SessionError::LoginTimeout(LOGIN_TIMEOUT));
+            }
         }
         debug!(database = %login.info.database, "client authenticated");
         if login.info.database == crate::console::DATABASE {
