@@ -85,6 +85,57 @@ fn must_value(text: &str, name: &str, labels: &[&str]) -> f64 {
     value(text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
 }
 
+/// The share of CPU samples whose stack has a `sidepool` function, and the ten functions found
+/// on the most stacks, runtime and standard library frames left out (for the messages).
+fn sidepool_share(p: &pprof::protos::Profile) -> (f64, Vec<(String, i64)>) {
+    use std::collections::{HashMap, HashSet};
+    let name = |function_id: u64| -> &str {
+        p.function
+            .iter()
+            .find(|f| f.id == function_id)
+            .and_then(|f| p.string_table.get(usize::try_from(f.name).ok()?))
+            .map_or("?", String::as_str)
+    };
+    let locations: HashMap<u64, &pprof::protos::Location> =
+        p.location.iter().map(|l| (l.id, l)).collect();
+    let (mut total, mut ours) = (0i64, 0i64);
+    let mut inclusive: HashMap<&str, i64> = HashMap::new();
+    for sample in &p.sample {
+        let n = sample.value.first().copied().unwrap_or(0);
+        let names: HashSet<&str> = sample
+            .location_id
+            .iter()
+            .filter_map(|id| locations.get(id))
+            .flat_map(|l| l.line.iter().map(|line| name(line.function_id)))
+            .collect();
+        total += n;
+        if names.iter().any(|f| f.starts_with("sidepool")) {
+            ours += n;
+        }
+        for f in names {
+            *inclusive.entry(f).or_default() += n;
+        }
+    }
+    let plumbing = [
+        "std::",
+        "core::",
+        "alloc::",
+        "tokio::",
+        "<",
+        "__",
+        "start_thread",
+        "clone",
+    ];
+    let mut top: Vec<(String, i64)> = inclusive
+        .into_iter()
+        .filter(|(f, _)| !plumbing.iter().any(|p| f.starts_with(p)))
+        .map(|(f, n)| (f.to_owned(), n))
+        .collect();
+    top.sort_by_key(|t| std::cmp::Reverse(t.1));
+    top.truncate(10);
+    (ours as f64 / total.max(1) as f64, top)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_metrics_and_profiles_under_pgbench_load() {
     let pg = must_start_pg(PgAuth::Scram);
@@ -184,6 +235,17 @@ async fn admin_endpoints_metrics_and_profiles_under_pgbench_load() {
         decoded.sample.len()
     );
     assert!(!decoded.location.is_empty() && decoded.period > 0);
+    let (share, top) = sidepool_share(&decoded);
+    eprintln!(
+        "sidepool frames on {:.0}% of CPU samples; hottest: {:?}",
+        share * 100.0,
+        &top[..top.len().min(6)]
+    );
+    assert!(
+        share >= 0.3,
+        "only {:.0}% of CPU samples have a sidepool frame; hottest functions: {top:#?}",
+        share * 100.0
+    );
 
     let flame = http_get(admin, "/debug/pprof/flamegraph?seconds=1").await;
     assert_eq!(flame.status, 200, "{}", flame.text());
