@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: the standard comparison of PostgreSQL directly, sidepool and PgBouncer, measured
-# by sidepool-loadtest on a throwaway PostgreSQL. Writes bench/results.md, bench/results.json and
-# bench/chart.svg. Every process and temp dir it starts is removed on exit.
+# by sidepool-loadtest on a throwaway PostgreSQL, and MariaDB directly vs sidepool on a throwaway
+# MariaDB. Writes bench/results.md, bench/results.json and bench/chart.svg. Every process and temp
+# dir it starts is removed on exit.
 #
 # Both poolers: transaction mode, 20 server connections, SCRAM-SHA-256 for clients and server.
 # Knobs (environment): BENCH_DURATION (measured time per round and target, default 8s),
@@ -67,27 +68,52 @@ wait_port() { # port pid name
 password="bench-$(head -c 9 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export SIDEPOOL_BENCH_PASSWORD="$password"
 
+# Waits for a `sidepool-loadtest testbed` (pid $1) to print READY=1 into $work/$2.env, then
+# sources it; shows $work/$2.log if it dies or takes longer than $3 tenths of a second.
+wait_testbed() {
+  for _ in $(seq 1 "$3"); do
+    grep -q '^READY=1' "$work/$2.env" 2>/dev/null && break
+    kill -0 "$1" 2>/dev/null || { cat "$work/$2.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  grep -q '^READY=1' "$work/$2.env" || { echo "$2 testbed did not come up" >&2; cat "$work/$2.log" >&2; exit 1; }
+  # shellcheck disable=SC1090
+  . "$work/$2.env"
+}
+
 echo "==> starting a throwaway PostgreSQL"
 "$target/sidepool-loadtest" testbed postgres --auth scram --user bench --password "$password" \
   --max-connections 600 >"$work/testbed.env" 2>"$work/testbed.log" &
 pids+=($!)
-for _ in $(seq 1 300); do
-  grep -q '^READY=1' "$work/testbed.env" 2>/dev/null && break
-  kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/testbed.log" >&2; exit 1; }
-  sleep 0.1
-done
-grep -q '^READY=1' "$work/testbed.env" || { echo "testbed did not come up" >&2; cat "$work/testbed.log" >&2; exit 1; }
-# shellcheck disable=SC1091
-. "$work/testbed.env"
+wait_testbed "${pids[0]}" testbed 300
 export PGPASSWORD="$password"
 echo "    PostgreSQL $PGHOST:$PGPORT"
+
+echo "==> starting a throwaway MariaDB with pgbench's tables at scale $scale"
+"$target/sidepool-loadtest" testbed mariadb --user bench --password "$password" \
+  --max-connections 600 --pgbench-scale "$scale" >"$work/mariadb.env" 2>"$work/mariadb.log" &
+pids+=($!)
+wait_testbed "$!" mariadb 1200
+echo "    MariaDB $MYSQL_HOST:$MYSQL_PORT"
 
 echo "==> pgbench -i -s $scale (directly)"
 "$PG_BIN/pgbench" -i -q -s "$scale" -h "$PGHOST" -p "$PGPORT" -U bench bench >"$work/pgbench-init.log" 2>&1 ||
   { cat "$work/pgbench-init.log" >&2; exit 1; }
 
 sp_port="$(free_port)"
+sp_my_port="$(free_port)"
 admin_port="$(free_port)"
+# What both pools share: limits and the user.
+pool_rest="[pools.limits]
+max_open = $pool_size
+max_idle = $pool_size
+wait_timeout = \"60s\"
+max_waiting = 5000
+max_clients = 5000
+
+[[pools.users]]
+name = \"bench\"
+password = \"\${SIDEPOOL_BENCH_PASSWORD}\""
 cat >"$work/sidepool.toml" <<TOML
 # Written by scripts/bench.sh.
 [admin]
@@ -104,16 +130,17 @@ mode = "transaction"
 primary = "$PGHOST:$PGPORT"
 client_auth = "password"
 
-[pools.limits]
-max_open = $pool_size
-max_idle = $pool_size
-wait_timeout = "60s"
-max_waiting = 5000
-max_clients = 5000
+$pool_rest
 
-[[pools.users]]
-name = "bench"
-password = "\${SIDEPOOL_BENCH_PASSWORD}"
+[[pools]]
+name = "bench-mysql"
+protocol = "mysql"
+listen = "127.0.0.1:$sp_my_port"
+mode = "transaction"
+primary = "$MYSQL_HOST:$MYSQL_PORT"
+client_auth = "password"
+
+$pool_rest
 TOML
 "$target/sidepool" check --config "$work/sidepool.toml" >"$work/check.log" 2>&1 ||
   { cat "$work/check.log" >&2; exit 1; }
@@ -168,6 +195,11 @@ dsn() { echo "host=127.0.0.1 port=$1 user=bench password=$password dbname=bench"
 direct=(--target "direct=$(dsn "$PGPORT")")
 sidepool=(--target "sidepool=$(dsn "$sp_port")" --pid "sidepool=$sp_pid")
 pgbouncer=(--target "pgbouncer=$(dsn "$pgb_port")" --pid "pgbouncer=$pgb_pid")
+# prefer_socket=false: mysql_async would otherwise ask for @@socket and reconnect to the
+# server's unix socket, around sidepool.
+my_dsn() { echo "mysql://bench:$password@127.0.0.1:$1/bench?prefer_socket=false"; }
+my_direct=(--target "direct=$(my_dsn "$MYSQL_PORT")")
+my_sidepool=(--target "sidepool=$(my_dsn "$sp_my_port")" --pid "sidepool=$sp_pid")
 
 reports=()
 run() { # name, then run arguments
@@ -192,6 +224,9 @@ else
   run prepared-10 --scenario prepared --clients 10 "${direct[@]}" "${sidepool[@]}"
 fi
 
+run mysql-select-16 --scenario select --clients 16 "${my_direct[@]}" "${my_sidepool[@]}"
+run mysql-select-256 --scenario select --clients 256 "${my_direct[@]}" "${my_sidepool[@]}"
+
 mkdir -p bench
 "$target/sidepool-loadtest" report --markdown "$work/tables.md" --json bench/results.json \
   --svg bench/chart.svg "${reports[@]}"
@@ -210,6 +245,7 @@ mem_gib="$(awk '/^MemTotal:/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)"
   echo "| kernel | $(uname -sr) |"
   echo "| PostgreSQL | $("$PG_BIN/postgres" --version | sed 's/^postgres (PostgreSQL) //') |"
   echo "| PgBouncer | $pgb_version |"
+  echo "| MariaDB | $("$MYSQL_BIN/mariadb" --version | sed 's/.*Distrib \([^,]*\),.*/\1/') |"
   echo "| sidepool | $(git rev-parse --short HEAD 2>/dev/null || echo unknown) |"
   echo
   echo "Everything on one machine over loopback: PostgreSQL (pgbench scale $scale), the poolers"
@@ -217,7 +253,9 @@ mem_gib="$(awk '/^MemTotal:/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)"
   echo "server connections and SCRAM-SHA-256 on both sides. Each table: $rounds round(s) × $duration"
   echo "per target, interleaved, after $warmup warmup; tps is the median over rounds, latency"
   echo "percentiles are over all rounds together, CPU is the pooler process's utime + stime per"
-  echo "transaction, peak RSS the largest VmRSS sampled once a second."
+  echo "transaction, peak RSS the largest VmRSS sampled once a second. The \`mysql-*\` tables load"
+  echo "MariaDB (pgbench's tables at the same scale) directly and through a sidepool MySQL pool of"
+  echo "$pool_size connections with mysql_async over TCP: a point select by primary key as text."
   [ "$pgb_prepared" = yes ] || echo "PgBouncer $pgb_version has no prepared-statement support in transaction mode (1.21+), so it sits out \`prepared\`."
   echo
   cat "$work/tables.md"

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sidepool_loadtest::load::{self, Report, RunSpec, Scenario};
-use sidepool_loadtest::testbed::{PgAuth, PgOptions, PgServer};
+use sidepool_loadtest::testbed::{MariaDbOptions, MariaDbServer, PgAuth, PgOptions, PgServer};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -121,6 +121,28 @@ enum Testbed {
     /// PGDATABASE, PG_DSN, PGDATA, … (with `--replica` also PG_REPLICA_PORT, PG_REPLICA_DSN,
     /// PG_REPLICA_DATA, PG_REPLICA_LOG) as `KEY=value` lines (valid POSIX shell), then `READY=1`.
     Postgres(PgArgs),
+    /// MariaDB from the installed binaries. Prints MYSQL_HOST, MYSQL_PORT, MYSQL_USER,
+    /// MYSQL_PASSWORD, MYSQL_DATABASE, MYSQL_DSN (a `mysql://` URL), MYSQL_SOCKET, MYSQL_BIN as
+    /// `KEY=value` lines, then `READY=1`.
+    Mariadb(MyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MyArgs {
+    /// Account to create (all privileges, `mysql_native_password`), plus a database of the
+    /// same name.
+    #[arg(long, default_value = "demo")]
+    user: String,
+    /// The account's password.
+    #[arg(long, default_value = "secret")]
+    password: String,
+    /// The server's `max_connections`.
+    #[arg(long, default_value_t = 300)]
+    max_connections: u32,
+    /// Also create pgbench's four tables in the database at this scale (100,000 accounts per
+    /// unit), so `run` scenarios work against it as against `pgbench -i -s N`.
+    #[arg(long)]
+    pgbench_scale: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,6 +195,7 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Testbed(Testbed::Postgres(args)) => testbed_postgres(&args),
+        Command::Testbed(Testbed::Mariadb(args)) => testbed_mariadb(&args),
         Command::Run(args) => run(&args),
         Command::Report(args) => report(&args),
     };
@@ -329,13 +352,7 @@ fn testbed_postgres(args: &PgArgs) -> anyhow::Result<()> {
             ("PG_REPLICA_LOG", replica.log_file().display().to_string()),
         ]);
     }
-    lines.push(("READY", "1".to_owned()));
-    let mut out = std::io::stdout().lock();
-    for (key, value) in lines {
-        writeln!(out, "{key}={}", shell_quote(&value))?;
-    }
-    out.flush()?;
-    drop(out);
+    print_env(&lines)?;
 
     let signal = runtime.block_on(shutdown.recv());
     tracing::info!(signal, "stopping the PostgreSQL testbed");
@@ -343,6 +360,53 @@ fn testbed_postgres(args: &PgArgs) -> anyhow::Result<()> {
     drop(replica);
     drop(pg);
     Ok(())
+}
+
+fn testbed_mariadb(args: &MyArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let shutdown = runtime.block_on(ShutdownSignals::install())?;
+    let db = MariaDbServer::start(&MariaDbOptions {
+        max_connections: args.max_connections,
+        ..MariaDbOptions::default()
+    })
+    .context("starting the MariaDB testbed")?;
+    db.create_user(&args.user, &args.password)
+        .with_context(|| format!("creating account {}", args.user))?;
+    db.create_database(&args.user, &args.user)
+        .with_context(|| format!("creating database {}", args.user))?;
+    if let Some(scale) = args.pgbench_scale {
+        db.create_pgbench_tables(&args.user, scale)
+            .context("creating the pgbench tables")?;
+    }
+    let bin = db.bin("mariadb");
+    let bin_dir = bin.parent().unwrap_or(&bin);
+    let lines = [
+        ("MYSQL_HOST", db.host().to_owned()),
+        ("MYSQL_PORT", db.port().to_string()),
+        ("MYSQL_USER", args.user.clone()),
+        ("MYSQL_PASSWORD", args.password.clone()),
+        ("MYSQL_DATABASE", args.user.clone()),
+        ("MYSQL_DSN", db.dsn(&args.user, &args.password, &args.user)),
+        ("MYSQL_SOCKET", db.socket().display().to_string()),
+        ("MYSQL_BIN", bin_dir.display().to_string()),
+    ];
+    print_env(&lines)?;
+    let signal = runtime.block_on(shutdown.recv());
+    tracing::info!(signal, "stopping the MariaDB testbed");
+    drop(db);
+    Ok(())
+}
+
+/// Prints `KEY=value` lines (valid POSIX shell) and `READY=1`, for scripts to source.
+fn print_env(lines: &[(&str, String)]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for (key, value) in lines {
+        writeln!(out, "{key}={}", shell_quote(value))?;
+    }
+    writeln!(out, "READY=1")?;
+    out.flush()
 }
 
 /// SIGINT and SIGTERM handlers; signals arriving before [`ShutdownSignals::recv`] are kept.

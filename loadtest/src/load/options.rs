@@ -125,32 +125,46 @@ pub fn parse_duration(arg: &str) -> Result<Duration, OptionError> {
 /// # Errors
 /// [`OptionError::Dsn`] when it does not parse, [`OptionError::NotLoopback`] otherwise.
 pub fn check_loopback(name: &str, dsn: &str) -> Result<(), OptionError> {
-    let config = tokio_postgres::Config::from_str(dsn).map_err(|err| OptionError::Dsn {
+    let bad_dsn = |reason: String| OptionError::Dsn {
         name: name.to_owned(),
-        reason: err.to_string(),
-    })?;
-    let not_loopback = |host: String| OptionError::NotLoopback {
-        name: name.to_owned(),
-        host,
+        reason,
     };
+    let not_loopback = |host: &str| OptionError::NotLoopback {
+        name: name.to_owned(),
+        host: host.to_owned(),
+    };
+    if super::scenario::is_mysql(dsn) {
+        let opts = mysql_async::Opts::from_url(dsn).map_err(|err| bad_dsn(err.to_string()))?;
+        let host = opts.ip_or_hostname();
+        return if is_loopback_host(host) {
+            Ok(())
+        } else {
+            Err(not_loopback(host))
+        };
+    }
+    let config = tokio_postgres::Config::from_str(dsn).map_err(|err| bad_dsn(err.to_string()))?;
     for addr in config.get_hostaddrs() {
         if !addr.is_loopback() {
-            return Err(not_loopback(addr.to_string()));
+            return Err(not_loopback(&addr.to_string()));
         }
     }
     for host in config.get_hosts() {
-        if let Host::Tcp(host) = host {
-            let loopback = host == "localhost"
-                || host
-                    .trim_matches(['[', ']'])
-                    .parse::<IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if !loopback {
-                return Err(not_loopback(host.clone()));
-            }
+        if let Host::Tcp(host) = host
+            && !is_loopback_host(host)
+        {
+            return Err(not_loopback(host));
         }
     }
     Ok(())
+}
+
+/// `localhost` or a loopback address (IPv6 possibly in brackets).
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Builds the targets in command-line order, attaching `pids` by name.

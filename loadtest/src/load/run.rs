@@ -116,7 +116,7 @@ pub struct RoundResult {
 /// # Errors
 /// Cannot connect, or the table is missing or empty (run `pgbench -i` first).
 pub(crate) async fn detect_scale(dsn: &str) -> anyhow::Result<u32> {
-    let session = Session::open(dsn, Scenario::Select).await?;
+    let mut session = Session::open(dsn, Scenario::Select).await?;
     let rows = session
         .query_count("SELECT count(*) FROM pgbench_branches")
         .await;
@@ -308,7 +308,7 @@ async fn idle_client(round: Arc<Round>, mut released: watch::Receiver<bool>) {
         let _slot = round.connect_slots.acquire().await;
         let opened = Session::open(&round.target.dsn, Scenario::Select).await;
         match opened {
-            Ok(session) => match session.ping().await {
+            Ok(mut session) => match session.ping().await {
                 Ok(()) => Some(session),
                 Err(_) => None,
             },

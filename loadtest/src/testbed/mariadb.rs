@@ -379,6 +379,35 @@ impl MariaDbServer {
         .map(drop)
     }
 
+    /// pgbench's four tables and their rows (`pgbench -i -s scale`: 100,000 accounts per
+    /// unit) in `database`, filled from the SEQUENCE engine's `seq_1_to_N` tables, so the load
+    /// generator's scenarios run against MariaDB as against PostgreSQL.
+    ///
+    /// # Errors
+    /// `Command` with the client's stderr (e.g. the tables exist already).
+    pub fn create_pgbench_tables(&self, database: &str, scale: u32) -> Result<()> {
+        let scale = scale.max(1);
+        self.sql(&format!(
+            "USE {db};\n\
+             CREATE TABLE pgbench_branches (bid INT PRIMARY KEY, bbalance INT, filler CHAR(88));\n\
+             CREATE TABLE pgbench_tellers (tid INT PRIMARY KEY, bid INT, tbalance INT, \
+             filler CHAR(84));\n\
+             CREATE TABLE pgbench_accounts (aid INT PRIMARY KEY, bid INT, abalance INT, \
+             filler CHAR(84));\n\
+             CREATE TABLE pgbench_history (tid INT, bid INT, aid INT, delta INT, \
+             mtime TIMESTAMP, filler CHAR(22));\n\
+             INSERT INTO pgbench_branches SELECT seq, 0, '' FROM seq_1_to_{scale};\n\
+             INSERT INTO pgbench_tellers SELECT seq, (seq - 1) DIV 10 + 1, 0, '' \
+             FROM seq_1_to_{tellers};\n\
+             INSERT INTO pgbench_accounts SELECT seq, (seq - 1) DIV 100000 + 1, 0, '' \
+             FROM seq_1_to_{accounts};\n",
+            db = quote_ident(database),
+            tellers = u64::from(scale) * 10,
+            accounts = u64::from(scale) * 100_000,
+        ))
+        .map(drop)
+    }
+
     /// Runs `sql` as root over the unix socket with the `mariadb` client in batch mode
     /// (`-N -B`: tab-separated rows, no headers), stopping at the first error. Returns the
     /// output without the final newline.
