@@ -1,6 +1,7 @@
 //! Faults a sidecar must survive, against a real PostgreSQL: the database restarting under load
-//! (no acknowledged commit lost), a backend that is down when sidepool starts, a server
-//! connection killed mid-transaction, and hostile bytes from clients.
+//! (no acknowledged commit lost), a backend that is down when sidepool starts, one that accepts
+//! connections and never answers, a server connection killed mid-transaction, and hostile bytes
+//! from clients.
 
 #[path = "support/harness.rs"]
 mod harness;
@@ -107,6 +108,61 @@ async fn a_backend_down_at_start_fails_fast_then_recovers_by_itself() {
     let c = proxy.must_connect().await;
     must_one(&c, "SELECT 1").await;
     proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_accepts_and_never_answers_fails_clients_after_connect_timeout() {
+    // A black hole: TCP connects succeed, not one byte ever comes back.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let primary = hole.local_addr().unwrap().to_string();
+    let swallower = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            held.push(s);
+        }
+    });
+    let proxy = Proxy::must_start_to(
+        &primary,
+        &PoolSpec::transaction("max_open = 2\nconnect_timeout = \"1s\""),
+    )
+    .await;
+
+    // Three clients at once over max_open = 2: each fails on its own connect attempt or its
+    // wait, none hangs, and all within a few connect timeouts.
+    let started = Instant::now();
+    let attempts: Vec<_> = (0..3)
+        .map(|_| {
+            let dsn = proxy.app_dsn();
+            tokio::spawn(async move { connect(&dsn).await })
+        })
+        .collect();
+    for a in attempts {
+        let err = tokio::time::timeout(Duration::from_secs(15), a)
+            .await
+            .expect("a client hung on a silent backend")
+            .unwrap()
+            .expect_err("the backend never answers");
+        assert_eq!(sqlstate(&err), "08006", "{}", db_message(&err));
+        let msg = db_message(&err);
+        assert!(
+            msg.starts_with("sidepool:") && msg.contains(&primary),
+            "{msg}"
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(8),
+        "took {took:?} with connect_timeout 1s"
+    );
+    // Nothing is left half-open in the pool.
+    must_eventually(
+        Duration::from_secs(5),
+        "no connection left opening",
+        || async { proxy.stats().open == 0 },
+    )
+    .await;
+    proxy.shutdown().await;
+    swallower.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
