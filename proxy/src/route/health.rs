@@ -27,6 +27,8 @@ pub enum Checked {
     /// It answered but is no usable replica: not in recovery (promoted, or a primary), lag
     /// unknown (replication stopped: MySQL `Seconds_Behind_Master` NULL), or not replicating.
     NotReplicating(&'static str),
+    /// Nothing to ask with yet (no login known to the replica); the state stays.
+    Skipped,
 }
 
 /// Asks one replica for its lag; implemented per protocol over the replica's own pool.
@@ -65,6 +67,7 @@ fn saturated(replica: &Replica) -> bool {
 /// Moves `replica` in or out of rotation for one check's `outcome`; logs changes.
 pub fn apply(pool: &str, replica: &Replica, max_lag: Duration, outcome: Result<Checked, String>) {
     let (state, lag, why) = match &outcome {
+        Ok(Checked::Skipped) => return,
         Ok(Checked::Lag(lag)) if *lag <= max_lag => (ReplicaState::Healthy, Some(*lag), None),
         Ok(Checked::Lag(lag)) => (ReplicaState::Lagging, Some(*lag), None),
         Ok(Checked::NotReplicating(why)) => (ReplicaState::Lagging, None, Some((*why).to_owned())),

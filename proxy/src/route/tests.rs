@@ -54,7 +54,10 @@ fn replicas_start_out_of_rotation_until_a_check_passes() {
     assert_eq!(r.state(), ReplicaState::Unknown);
     assert_eq!(pick(std::slice::from_ref(&r), &AtomicUsize::new(0)), None);
     healthy(&r);
-    assert_eq!(pick(std::slice::from_ref(&r), &AtomicUsize::new(0)), Some(0));
+    assert_eq!(
+        pick(std::slice::from_ref(&r), &AtomicUsize::new(0)),
+        Some(0)
+    );
 }
 
 #[test]
