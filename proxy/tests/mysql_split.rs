@@ -167,7 +167,7 @@ async fn must_run_sysbench(port: u16, script: &str, phase: &str, extra: &[&str])
             .expect("sysbench installed (scripts/install-deps.sh)")
     })
     .await
-    .unwrap();
+    .expect("sysbench task");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
