@@ -139,8 +139,16 @@ pub async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
     for p in state.pools().iter() {
         let s = p.service.core();
-        s.metrics.observe(
-            &s.backend.stats(),
+        let (mut active, mut waiting) = (0u64, 0u64);
+        for b in s.backends() {
+            let st = b.backend.stats();
+            b.metrics.observe_backend(&st);
+            active += u64::from(st.in_use);
+            waiting += u64::from(st.waiting);
+        }
+        s.metrics.observe_clients(
+            active,
+            waiting,
             s.clients.load(Relaxed),
             s.pinned.load(Relaxed),
         );
@@ -245,7 +253,36 @@ pub fn pool_json(p: &AdminPool) -> serde_json::Value {
             "max_clients": l.max_clients,
             "connect_timeout_seconds": l.connect_timeout.as_secs_f64(),
         },
-        "stats": {
+        "stats": stats_json(&st),
+        "clients": s.clients.load(Relaxed),
+        "waiting": st.waiting,
+        "pinned": s.pinned.load(Relaxed),
+        "pins_total": s.pins_total.load(Relaxed),
+        "backend_up": s.metrics.reachability(&st) != Reachability::Down,
+        "backends": s.backends().iter().map(backend_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One backend of a pool in `/pools`: role, address, health (replicas) and statistics.
+fn backend_json(b: &crate::service::BackendView<'_>) -> serde_json::Value {
+    let st = b.backend.stats();
+    let mut v = json!({
+        "role": b.role.as_str(),
+        "backend": b.addr,
+        "up": b.metrics.reachability(&st) != Reachability::Down,
+        "stats": stats_json(&st),
+    });
+    if let Some(r) = b.replica {
+        v["state"] = json!(r.state().as_str());
+        v["in_rotation"] = json!(r.in_rotation());
+        v["lag_seconds"] = json!(r.lag().map(|d| d.as_secs_f64()));
+        v["outstanding"] = json!(r.outstanding());
+    }
+    v
+}
+
+fn stats_json(st: &sidepool_pool::Stats) -> serde_json::Value {
+    json!({
             "max_open": st.max_open,
             "open": st.open,
             "in_use": st.in_use,
@@ -253,7 +290,7 @@ pub fn pool_json(p: &AdminPool) -> serde_json::Value {
             "opening": st.opening,
             "closing": st.closing,
             "waiting": st.waiting,
-            "saturation_ratio": saturation(&st),
+            "saturation_ratio": saturation(st),
             "wait_count": st.wait_count,
             "wait_duration_seconds": st.wait_duration.as_secs_f64(),
             "max_idle_closed": st.max_idle_closed,
@@ -267,12 +304,6 @@ pub fn pool_json(p: &AdminPool) -> serde_json::Value {
             "connect_errors": st.connect_errors,
             "wait_timeouts": st.wait_timeouts,
             "rejected": st.rejected,
-        },
-        "clients": s.clients.load(Relaxed),
-        "waiting": st.waiting,
-        "pinned": s.pinned.load(Relaxed),
-        "pins_total": s.pins_total.load(Relaxed),
-        "backend_up": s.metrics.reachability(&st) != Reachability::Down,
     })
 }
 

@@ -350,18 +350,22 @@ fn show_pools(hub: &Hub) -> Reply {
         ("pinned", Int8),
         ("leaked", Int8),
         ("paused", Bool),
+        ("role", Text),
     ];
-    let data = hub
-        .services()
+    let services = hub.services();
+    let data = services
         .iter()
-        .map(|s| {
+        .flat_map(|s| {
             let c = s.core();
-            let st = c.backend.stats();
+            c.backends().into_iter().map(move |b| (c, b))
+        })
+        .map(|(c, b)| {
+            let st = b.backend.stats();
             vec![
                 text(&*c.name),
                 text(c.protocol.as_str()),
                 text(c.mode.as_str()),
-                text(&c.primary_addr),
+                text(b.addr),
                 int(c.clients.load(Relaxed)),
                 int(st.in_use),
                 int(st.idle),
@@ -372,6 +376,7 @@ fn show_pools(hub: &Hub) -> Reply {
                 int(c.pinned.load(Relaxed)),
                 int(c.leaked_now.load(Relaxed)),
                 text(if *c.paused.borrow() { "t" } else { "f" }),
+                text(b.role.as_str()),
             ]
         })
         .collect();
@@ -397,7 +402,11 @@ fn show_clients(hub: &Hub) -> Reply {
     let mut data = Vec::new();
     for s in hub.services() {
         let c = s.core();
-        let holders = c.backend.holders();
+        let holders: Vec<_> = c
+            .backends()
+            .iter()
+            .flat_map(|b| b.backend.holders())
+            .collect();
         for client in c.sessions.list() {
             let held = holders.iter().find(|h| h.client.id == client.id);
             data.push(vec![
@@ -430,40 +439,57 @@ fn show_servers(hub: &Hub) -> Reply {
         ("database", Text),
         ("held_seconds", Float8),
         ("age_seconds", Float8),
+        ("role", Text),
     ];
     let now = Instant::now();
     let mut data = Vec::new();
     for s in hub.services() {
         let c = s.core();
-        for h in c.backend.holders() {
+        for b in c.backends() {
+            server_rows(&mut data, &c.name, &b, now);
+        }
+    }
+    rows(columns, data)
+}
+
+/// `SHOW SERVERS` rows of one backend: its checked-out connections, then one for the idle ones.
+fn server_rows(
+    data: &mut Vec<Vec<Option<String>>>,
+    pool: &str,
+    b: &crate::service::BackendView<'_>,
+    now: Instant,
+) {
+    {
+        for h in b.backend.holders() {
             data.push(vec![
                 int(h.id),
-                text(&*c.name),
-                text(&c.primary_addr),
+                text(pool),
+                text(b.addr),
                 text("in_use"),
                 int(h.client.id),
                 text(&h.client.user),
                 text(&h.client.database),
                 secs(now.saturating_duration_since(h.checked_out_at)),
                 secs(now.saturating_duration_since(h.conn_created_at)),
+                text(b.role.as_str()),
             ]);
         }
-        let idle = c.backend.stats().idle;
+        let idle = b.backend.stats().idle;
         if idle > 0 {
             data.push(vec![
                 None,
-                text(&*c.name),
-                text(&c.primary_addr),
+                text(pool),
+                text(b.addr),
                 text(format!("idle ({idle})")),
                 None,
                 None,
                 None,
                 None,
                 None,
+                text(b.role.as_str()),
             ]);
         }
     }
-    rows(columns, data)
 }
 
 fn show_stats(hub: &Hub) -> Reply {
@@ -484,16 +510,20 @@ fn show_stats(hub: &Hub) -> Reply {
         ("pins_total", Int8),
         ("leaks_total", Int8),
         ("abandoned_total", Int8),
+        ("role", Text),
     ];
-    let data = hub
-        .services()
+    let services = hub.services();
+    let data = services
         .iter()
-        .map(|s| {
+        .flat_map(|s| {
             let c = s.core();
-            let st = c.backend.stats();
+            c.backends().into_iter().map(move |b| (c, b))
+        })
+        .map(|(c, b)| {
+            let st = b.backend.stats();
             vec![
                 text(&*c.name),
-                text(&c.primary_addr),
+                text(b.addr),
                 int(st.opened),
                 int(st.connect_errors),
                 int(st.wait_count),
@@ -507,6 +537,7 @@ fn show_stats(hub: &Hub) -> Reply {
                 int(c.pins_total.load(Relaxed)),
                 int(c.leaks_total.load(Relaxed)),
                 int(c.abandoned_total.load(Relaxed)),
+                text(b.role.as_str()),
             ]
         })
         .collect();
@@ -531,7 +562,12 @@ fn show_leaks(hub: &Hub) -> Reply {
     for s in hub.services() {
         let c = s.core();
         let threshold = c.leaks.borrow().threshold;
-        for leak in suspects(&c.backend.holders(), now, threshold) {
+        let holders: Vec<_> = c
+            .backends()
+            .iter()
+            .flat_map(|b| b.backend.holders())
+            .collect();
+        for leak in suspects(&holders, now, threshold) {
             let who = &leak.client;
             data.push(vec![
                 text(&*c.name),
@@ -606,7 +642,11 @@ async fn pause(hub: &Hub, pool: Option<&str>) -> Reply {
     // Like PgBouncer: answer once every server connection is back in the pool.
     let deadline = Instant::now() + PAUSE_WAIT;
     loop {
-        let in_use: u32 = pools.iter().map(|p| p.core().backend.stats().in_use).sum();
+        let in_use: u32 = pools
+            .iter()
+            .flat_map(|p| p.core().backends())
+            .map(|b| b.backend.stats().in_use)
+            .sum();
         if in_use == 0 {
             return Reply::Done {
                 tag: "PAUSE".into(),

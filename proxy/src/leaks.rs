@@ -76,20 +76,31 @@ pub async fn watch(service: Arc<dyn Service>, mut stop: watch::Receiver<bool>) {
             () = tokio::time::sleep(tick(settings.threshold)) => {}
             _ = stop.changed() => return,
         }
-        let found = suspects(&svc.backend.holders(), Instant::now(), settings.threshold);
+        // Checkout ids are per backend: (backend index, id) names one across the pool.
+        let now = Instant::now();
+        let found: Vec<((usize, u64), String, Suspect)> = svc
+            .backends()
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| {
+                suspects(&b.backend.holders(), now, settings.threshold)
+                    .into_iter()
+                    .map(move |s| ((i, s.checkout), b.addr.to_owned(), s))
+            })
+            .collect();
         svc.leaked_now.store(found.len() as u64, Ordering::Relaxed);
         svc.metrics.set_leaked(found.len() as u64);
-        let live: HashSet<u64> = found.iter().map(|s| s.checkout).collect();
+        let live: HashSet<(usize, u64)> = found.iter().map(|(k, _, _)| *k).collect();
         reported.retain(|id| live.contains(id));
         terminated.retain(|id| live.contains(id));
-        for s in &found {
-            if reported.insert(s.checkout) {
+        for (key, backend, s) in &found {
+            if reported.insert(*key) {
                 svc.leaks_total.fetch_add(1, Ordering::Relaxed);
                 svc.metrics.leak_detected();
                 let c = &s.client;
                 warn!(
                     pool = %svc.name,
-                    backend = %svc.primary_addr,
+                    backend = %backend,
                     client.addr = %c.addr,
                     user = %c.user,
                     database = %c.database,
@@ -101,7 +112,7 @@ pub async fn watch(service: Arc<dyn Service>, mut stop: watch::Receiver<bool>) {
                 );
             }
             match settings.terminate_after {
-                Some(after) if s.idle >= after && terminated.insert(s.checkout) => {
+                Some(after) if s.idle >= after && terminated.insert(*key) => {
                     s.client.kill(format!(
                         "sidepool: terminating connection due to idle-in-transaction timeout: \
                          held a server connection of pool \"{}\" for {:?} while idle for {:?} \

@@ -13,6 +13,7 @@ pub mod io;
 pub mod leaks;
 pub mod mysql;
 pub mod pg;
+pub mod route;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -44,6 +44,10 @@ pub struct MyService {
     pub users: HashMap<String, String>,
     /// The primary's pool.
     pub primary: MyPool,
+    /// One pool per replica, at the indexes of `core.replicas`.
+    pub replicas: Vec<MyPool>,
+    /// The key replica checks log in with: the last client login's.
+    pub check_key: Arc<Mutex<Option<backend::ConnKey>>>,
     /// The last greeting a server sent: version and capabilities offered to clients.
     pub greeting: Arc<Mutex<Option<Greeting>>>,
     /// (user, schema) pairs a server accepted, so later logins need no server connection.
@@ -71,11 +75,46 @@ impl MyService {
         let metrics =
             Arc::new(telemetry.pool_metrics(&p.name, &p.primary.to_string(), Role::Primary));
         let primary = MyPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
+        let mut core = PoolCore::new(p, Arc::new(primary.clone()), metrics);
+        let mut replicas = Vec::new();
+        for addr in &p.replicas {
+            let connector = MyConnector {
+                addr: addr.to_string(),
+                passwords: users.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                // Clients are greeted with the primary's greeting only.
+                greeting: Arc::new(Mutex::new(None)),
+            };
+            let metrics =
+                Arc::new(telemetry.pool_metrics(&p.name, &addr.to_string(), Role::Replica));
+            let pool = MyPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
+            core.replicas.push(Arc::new(crate::route::Replica::new(
+                addr.to_string(),
+                Arc::new(pool.clone()),
+                metrics,
+            )));
+            replicas.push(pool);
+        }
+        let check_key = Arc::new(Mutex::new(None));
+        for (replica, pool) in core.replicas.iter().zip(&replicas) {
+            let probe = relay::routing::MyProbe {
+                pool: pool.clone(),
+                key: check_key.clone(),
+                pool_name: core.name.clone(),
+            };
+            core.checks.lock().spawn(crate::route::health::run(
+                core.name.clone(),
+                replica.clone(),
+                core.routing.clone(),
+                probe,
+            ));
+        }
         MyService {
-            core: PoolCore::new(p, Arc::new(primary.clone()), metrics),
+            core,
             client_auth: p.client_auth,
             users,
             primary,
+            replicas,
+            check_key,
             greeting,
             known_schemas: Mutex::default(),
             prepared_per_connection: p.limits.prepared_statements_per_connection as usize,

@@ -10,6 +10,7 @@ pub mod cancel;
 pub mod client;
 pub mod effects;
 pub mod errors;
+pub mod health;
 pub mod relay;
 pub mod replay;
 pub mod statements;
@@ -65,6 +66,10 @@ pub struct PgService {
     pub mock_key: [u8; 32],
     /// The primary's pool.
     pub primary: PgPool,
+    /// One pool per replica, at the indexes of `core.replicas`.
+    pub replicas: Vec<PgPool>,
+    /// The key replica checks log in with: the last client login's (see [`health::PgProbe`]).
+    pub check_key: Arc<parking_lot::Mutex<backend::ConnKey>>,
     /// Session keys for CancelRequest routing.
     pub cancels: Arc<CancelRegistry>,
     /// The console hub, for clients that log in to database `sidepool`.

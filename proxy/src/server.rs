@@ -27,6 +27,7 @@ use crate::console::{Hub, ReloadRequest};
 use crate::pg::backend::PgConnector;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::{PgPool, PgService, PgUser};
+use crate::route::Replica;
 use crate::service::{PoolCore, Service};
 use crate::settings::{leak_settings, pool_settings};
 use crate::telemetry::{Role, Telemetry};
@@ -517,7 +518,13 @@ fn fields(fields: &[PoolField]) -> String {
 fn apply_live(running: &Running, p: &PoolConfig, changed: &[PoolField]) {
     let core = running.service.core();
     if changed.contains(&PoolField::Limits) {
-        core.backend.set_settings(pool_settings(&p.limits));
+        core.set_limits(pool_settings(&p.limits));
+    }
+    if changed.contains(&PoolField::Routing) {
+        core.routing.set(crate::route::RoutingSettings::from_config(
+            &p.routing,
+            !p.replicas.is_empty(),
+        ));
     }
     if changed.contains(&PoolField::Leaks) {
         core.leaks.send_replace(leak_settings(&p.leaks));
@@ -540,7 +547,7 @@ async fn retire(running: Running, why: Option<String>) -> Option<TcpListener> {
             client.end_gracefully(why.clone());
         }
     }
-    core.backend.close().await;
+    core.close().await;
     listener
 }
 
@@ -669,12 +676,13 @@ fn pg_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartEr
             (u.name.clone(), PgUser { password, scram })
         })
         .collect();
+    let passwords: std::collections::BTreeMap<String, String> = users
+        .iter()
+        .map(|(k, u)| (k.clone(), u.password.clone()))
+        .collect();
     let connector = PgConnector {
         addr: p.primary.to_string(),
-        passwords: users
-            .iter()
-            .map(|(k, u)| (k.clone(), u.password.clone()))
-            .collect(),
+        passwords: passwords.clone(),
         tls: server_tls,
     };
     let metrics = Arc::new(ctx.telemetry.pool_metrics(
@@ -683,13 +691,55 @@ fn pg_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartEr
         Role::Primary,
     ));
     let primary = PgPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
+    let mut core = PoolCore::new(p, Arc::new(primary.clone()), metrics);
+    let mut replicas = Vec::new();
+    for addr in &p.replicas {
+        let connector = PgConnector {
+            addr: addr.to_string(),
+            passwords: passwords.clone(),
+            tls: ServerTls::from_config(p.tls.as_ref(), &addr.host).map_err(tls_error)?,
+        };
+        let metrics = Arc::new(ctx.telemetry.pool_metrics(
+            &p.name,
+            &addr.to_string(),
+            Role::Replica,
+        ));
+        let pool = PgPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
+        core.replicas.push(Arc::new(Replica::new(
+            addr.to_string(),
+            Arc::new(pool.clone()),
+            metrics,
+        )));
+        replicas.push(pool);
+    }
+    // Replica checks log in as the first configured user to `postgres` until a client logs in.
+    let first_user = p.users.first().map_or("postgres", |u| u.name.as_str());
+    let check_key = Arc::new(parking_lot::Mutex::new(crate::pg::backend::ConnKey {
+        user: first_user.into(),
+        database: "postgres".into(),
+    }));
+    for (replica, pool) in core.replicas.iter().zip(&replicas) {
+        let probe = crate::pg::health::PgProbe {
+            pool: pool.clone(),
+            key: check_key.clone(),
+            pool_name: core.name.clone(),
+        };
+        core.checks.lock().spawn(crate::route::health::run(
+            core.name.clone(),
+            replica.clone(),
+            core.routing.clone(),
+            probe,
+        ));
+    }
     Ok(Arc::new(PgService {
-        core: PoolCore::new(p, Arc::new(primary.clone()), metrics),
+        core,
         client_tls,
         client_auth: p.client_auth,
         mock_key: rand::random(),
         users,
         primary,
+        replicas,
+        check_key,
         cancels: ctx.cancels.clone(),
         hub: ctx.hub.clone(),
         login_params: Default::default(),

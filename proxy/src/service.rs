@@ -3,14 +3,16 @@
 //! session stage implements so that the server can accept clients for it.
 //!
 //! The pool itself is generic over its connector (`Pool<PgConnector, _>`, `Pool<MyConnector, _>`,
-//! …); [`Backend`] is the object-safe view of it that protocol-blind code needs.
+//! …); [`Backend`] is the object-safe view of it that protocol-blind code needs. A pool has one
+//! primary backend and, for the read/write split, one backend per replica (DESIGN §3: limits per
+//! backend); [`PoolCore::backends`] lists them all.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -22,8 +24,9 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use crate::leaks::LeakSettings;
+use crate::route::{Replica, Routing, RoutingSettings};
 use crate::session::ClientInfo;
-use crate::telemetry::PoolMetrics;
+use crate::telemetry::{PoolMetrics, Role};
 
 /// A boxed future, for the object-safe traits below.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -121,6 +124,30 @@ pub struct PoolCore {
     pub leaks: watch::Sender<LeakSettings>,
     /// Set by the console's `PAUSE`: checkouts wait until `RESUME`.
     pub paused: watch::Sender<bool>,
+    /// The replicas, in config order; the protocol's service keeps their typed pools at the
+    /// same indexes. Empty without `replicas`.
+    pub replicas: Vec<Arc<Replica>>,
+    /// `[pools.routing]` in force (live on reload).
+    pub routing: Arc<Routing>,
+    /// Round-robin start for ties between replicas ([`crate::route::pick`]).
+    pub replica_turn: AtomicUsize,
+    /// The replicas' health checks; dropped (aborted) with the pool, or by [`PoolCore::close`].
+    pub checks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+/// One backend of a pool, for listings (console, `/pools`, metrics, leak watcher).
+#[derive(Debug, Clone, Copy)]
+pub struct BackendView<'a> {
+    /// Primary or replica.
+    pub role: Role,
+    /// `host:port`.
+    pub addr: &'a str,
+    /// Its pool.
+    pub backend: &'a Arc<dyn Backend>,
+    /// Its metric handles.
+    pub metrics: &'a Arc<PoolMetrics>,
+    /// Health and balancing state, replicas only.
+    pub replica: Option<&'a Arc<Replica>>,
 }
 
 impl PoolCore {
@@ -143,6 +170,54 @@ impl PoolCore {
             sessions: Sessions::default(),
             leaks: watch::Sender::new(crate::settings::leak_settings(&p.leaks)),
             paused: watch::Sender::new(false),
+            replicas: Vec::new(),
+            routing: Arc::new(Routing::new(RoutingSettings::from_config(
+                &p.routing,
+                !p.replicas.is_empty(),
+            ))),
+            replica_turn: AtomicUsize::new(0),
+            checks: Mutex::new(tokio::task::JoinSet::new()),
+        }
+    }
+
+    /// The primary, then every replica.
+    pub fn backends(&self) -> Vec<BackendView<'_>> {
+        let primary = BackendView {
+            role: Role::Primary,
+            addr: &self.primary_addr,
+            backend: &self.backend,
+            metrics: &self.metrics,
+            replica: None,
+        };
+        std::iter::once(primary)
+            .chain(self.replicas.iter().map(|r| BackendView {
+                role: Role::Replica,
+                addr: &r.addr,
+                backend: &r.backend,
+                metrics: &r.metrics,
+                replica: Some(r),
+            }))
+            .collect()
+    }
+
+    /// The replica to send a read to now (in rotation, fewest sessions attached), if any.
+    pub fn pick_replica(&self) -> Option<usize> {
+        crate::route::pick(&self.replicas, &self.replica_turn)
+    }
+
+    /// New limits for every backend (reload).
+    pub fn set_limits(&self, settings: PoolSettings) {
+        for b in self.backends() {
+            b.backend.set_settings(settings.clone());
+        }
+    }
+
+    /// Stops the health checks and closes every backend's pool: idle connections now,
+    /// checked-out ones when returned.
+    pub async fn close(&self) {
+        self.checks.lock().abort_all();
+        for b in self.backends() {
+            b.backend.close().await;
         }
     }
 

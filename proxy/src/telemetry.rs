@@ -12,8 +12,9 @@
 //! is a private registry (several servers can run in one test process), so the `metrics` macros
 //! and the global recorder are unused.
 //!
-//! `sidepool_replica_lag_seconds` is not emitted yet: it appears with replica routing (DESIGN §6),
-//! since a lag series for a backend that does not exist would read as a healthy replica.
+//! `sidepool_replica_lag_seconds` exists only for replicas (`role="replica"` backends), so that
+//! no lag series reads as a healthy replica where there is none; it is infinite (rendered `inf`, which Prometheus parses) while the lag is
+//! unknown (check failed, replication stopped).
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -65,7 +66,7 @@ pub mod names {
     pub const QUERY_DURATION: &str = "sidepool_query_duration_seconds";
     /// gauge {pool}: clients pinned to a server connection in transaction mode.
     pub const PINNED: &str = "sidepool_pinned_sessions";
-    /// gauge {pool,backend}: replica lag (not emitted before replica routing exists).
+    /// gauge {pool,backend}: replica lag, replicas only (infinite while unknown).
     pub const REPLICA_LAG: &str = "sidepool_replica_lag_seconds";
     /// gauge {pool,backend,role}: 1 when the backend is reachable.
     pub const BACKEND_UP: &str = "sidepool_backend_up";
@@ -219,6 +220,7 @@ impl Telemetry {
                     ("role", role.as_str()),
                 ],
             ),
+            replica_lag: (role == Role::Replica).then(|| self.gauge(names::REPLICA_LAG, &pb)),
             reachability: AtomicU8::new(Reachability::Unknown as u8),
         }
     }
@@ -345,6 +347,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         names::BACKEND_UP,
         "1 when the backend is reachable, 0 after a failed connect with none open.",
     ),
+    (
+        names::REPLICA_LAG,
+        "Replica lag measured by the last health check (+Inf while unknown).",
+    ),
     (names::CONFIG_RELOADS, "Configuration reloads, by result."),
     (
         names::BUILD_INFO,
@@ -392,6 +398,8 @@ pub struct PoolMetrics {
     clients_waiting: Gauge,
     pinned: Gauge,
     backend_up: Gauge,
+    /// `sidepool_replica_lag_seconds`, registered for replicas only.
+    replica_lag: Option<Gauge>,
     reachability: AtomicU8,
 }
 
@@ -455,21 +463,45 @@ impl PoolMetrics {
     /// `pinned` clients of the pool. `sidepool_backend_up` is 1 unless the backend is
     /// [`Reachability::Down`] (unknown counts as up: nothing has failed yet).
     pub fn observe(&self, stats: &Stats, clients: u64, pinned: u64) {
+        self.observe_backend(stats);
+        self.observe_clients(
+            u64::from(stats.in_use),
+            u64::from(stats.waiting),
+            clients,
+            pinned,
+        );
+    }
+
+    /// Refreshes the pool-wide client gauges: `active` clients hold a server connection of
+    /// any backend, `waiting` ones wait for one, the rest of `clients` are idle.
+    pub fn observe_clients(&self, active: u64, waiting: u64, clients: u64, pinned: u64) {
+        self.clients_active.set(active as f64);
+        self.clients_waiting.set(waiting as f64);
+        self.clients_idle
+            .set(clients.saturating_sub(active + waiting) as f64);
+        self.pinned.set(pinned as f64);
+    }
+
+    /// Refreshes the gauges that describe this backend alone (connections by state, limit,
+    /// saturation, waiting checkouts, up); for replicas, whose pool-wide series (clients,
+    /// pinned) the primary's [`PoolMetrics::observe`] sets.
+    pub fn observe_backend(&self, stats: &Stats) {
         self.idle.set(f64::from(stats.idle));
         self.in_use.set(f64::from(stats.in_use));
         self.opening.set(f64::from(stats.opening));
         self.max_open.set(f64::from(stats.max_open));
         self.saturation.set(saturation(stats));
         self.waiting.set(f64::from(stats.waiting));
-        let active = u64::from(stats.in_use);
-        let waiting = u64::from(stats.waiting);
-        self.clients_active.set(active as f64);
-        self.clients_waiting.set(waiting as f64);
-        self.clients_idle
-            .set(clients.saturating_sub(active + waiting) as f64);
-        self.pinned.set(pinned as f64);
         let up = self.reachability(stats) != Reachability::Down;
         self.backend_up.set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// The lag a replica check measured, in seconds (`+Inf` when unknown). No-op for the
+    /// primary.
+    pub fn set_replica_lag(&self, seconds: f64) {
+        if let Some(g) = &self.replica_lag {
+            g.set(seconds);
+        }
     }
 
     fn last_reachability(&self) -> Reachability {

@@ -43,6 +43,8 @@ const DEAD_RETRIES: usize = 3;
 /// How much a peer may send while sidepool writes to it (see [`write_reading`]).
 const INBOX_CAP: usize = 64 << 20;
 
+pub mod routing;
+
 type Conn = Pooled<MyConnector, Arc<crate::session::ClientInfo>>;
 
 /// A server connection serving the client now.
@@ -52,6 +54,8 @@ struct Attached {
     dirty: Vec<String>,
     /// The client changed schema with `USE`.
     schema_dirty: bool,
+    /// The replica this connection belongs to, `None` for the primary (read/write split).
+    replica: Option<crate::route::Lease>,
 }
 
 /// A statement the client prepared.
@@ -61,6 +65,9 @@ struct ClientStatement {
     params: u16,
     /// Parameter types of its last execute that carried them.
     types: Option<Vec<u8>>,
+    /// It may run on a replica; it may write (read/write split, classified at prepare).
+    read: bool,
+    writes: bool,
 }
 
 /// One logged-in client.
@@ -84,6 +91,10 @@ pub(crate) struct Relay {
     /// Last status flags the client saw.
     status: StatusFlags,
     session_mode: bool,
+    /// The replica the next checkout should use ([`routing`]).
+    target: Option<usize>,
+    /// The client's read-your-writes window.
+    ryw: crate::route::ReadYourWrites,
 }
 
 /// Why a connection is kept past the end of a statement outside a transaction.
@@ -132,6 +143,8 @@ impl Relay {
             long_data: false,
             closing: false,
             status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            target: None,
+            ryw: Default::default(),
         };
         let result = relay.run().await;
         if relay.pinned.is_some() {
@@ -228,6 +241,10 @@ impl Relay {
                 self.detach().await;
             }
         }
+        if !self.svc.replicas.is_empty() {
+            // Replica checks log in as the last client did.
+            *self.svc.check_key.lock() = Some(self.login.key.clone());
+        }
         let ok = response::ok_packet(0, 0, self.status, 0);
         self.client
             .write_all(&packet::encode(seq, &ok))
@@ -313,6 +330,12 @@ impl Relay {
             // The connection was kept for a LAST_INSERT_ID() that did not come.
             self.maybe_release().await;
         }
+        self.target = if self.server.is_none() {
+            self.route_target(code, &payload)
+        } else {
+            None
+        };
+        self.note_write(code, &payload);
         match code {
             com::QUIT => return Ok(false),
             com::PING if self.server.is_none() => {
@@ -374,6 +397,11 @@ impl Relay {
         }
         let svc = self.svc.clone();
         svc.until_resumed().await;
+        if let Some(i) = self.target.take()
+            && self.attach_replica(i).await?
+        {
+            return Ok(());
+        }
         for _ in 0..DEAD_RETRIES {
             let mut conn = match svc
                 .primary
@@ -410,6 +438,7 @@ impl Relay {
                 conn,
                 dirty: Vec::new(),
                 schema_dirty: false,
+                replica: None,
             });
             return Ok(());
         }
@@ -425,6 +454,7 @@ impl Relay {
         let Some(mut att) = self.server.take() else {
             return;
         };
+        self.ryw.released();
         if !att.dirty.is_empty() || att.schema_dirty {
             let names: Vec<String> = att
                 .dirty
@@ -489,7 +519,7 @@ impl Relay {
         }
         let started = std::time::Instant::now();
         let outcome = self.relay(seq, &payload, expect, None).await?;
-        self.svc.metrics.query(started.elapsed());
+        self.backend_metrics().query(started.elapsed());
         if let Some(status) = outcome.status {
             self.status = status;
         }
@@ -533,12 +563,16 @@ impl Relay {
         if let Some(ok) = outcome.prepared {
             self.next_statement = self.next_statement.wrapping_add(1).max(1);
             let sql = Bytes::copy_from_slice(com::text(&payload));
+            let functions = &self.svc.core.routing.get().write_functions;
+            let (read, writes) = routing::sql_route(&sql, functions);
             self.statements.insert(
                 id,
                 ClientStatement {
                     sql: sql.clone(),
                     params: ok.params,
                     types: None,
+                    read,
+                    writes,
                 },
             );
             self.remember_prepared(sql, ok.statement_id).await?;

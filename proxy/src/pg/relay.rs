@@ -16,6 +16,7 @@
 //! - the client is not pinned, and both directions are at a message boundary.
 
 pub mod responses;
+pub mod routing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,6 +95,9 @@ struct Attached {
     retried: bool,
     /// When the client's current request began (for `sidepool_query_duration_seconds`).
     cycle_started: std::time::Instant,
+    /// The replica this connection belongs to (counted as outstanding while attached), or
+    /// `None` for the primary.
+    replica: Option<crate::route::Lease>,
 }
 
 /// A client message as sent to the server, with the response it expects and, for a Bind, the
@@ -105,9 +109,10 @@ struct Logged {
 }
 
 impl Attached {
-    fn new(conn: Conn) -> Self {
+    fn new(conn: Conn, replica: Option<crate::route::Lease>) -> Self {
         Attached {
             conn,
+            replica,
             scan: Scanner::new(),
             owed: 0,
             pending: false,
@@ -121,6 +126,14 @@ impl Attached {
             cycle_closed: true,
             retried: false,
             cycle_started: std::time::Instant::now(),
+        }
+    }
+
+    /// `host:port` of the backend this connection belongs to.
+    fn addr(&self, svc: &PgService) -> String {
+        match &self.replica {
+            Some(lease) => lease.replica().addr.clone(),
+            None => svc.primary_addr.clone(),
         }
     }
 
@@ -170,6 +183,11 @@ pub(crate) struct Relay {
     server_inbox: bool,
     /// Asked to end gracefully while a transaction was in flight: end when it is over.
     closing: bool,
+    /// The client's read-your-writes window (read/write split).
+    ryw: crate::route::ReadYourWrites,
+    /// The next client message waits for the attached replica connection to be returned
+    /// ([`routing`]); the client is not read meanwhile.
+    held: bool,
 }
 
 impl Relay {
@@ -202,6 +220,8 @@ impl Relay {
             client_inbox: false,
             server_inbox: false,
             closing: false,
+            ryw: Default::default(),
+            held: false,
         };
         let result = relay.run().await;
         if relay.pinned.is_some() {
@@ -252,6 +272,7 @@ impl Relay {
             }
             if std::mem::take(&mut self.server_inbox) {
                 Box::pin(self.on_server()).await?;
+                self.release_hold();
                 continue;
             }
             if std::mem::take(&mut self.client_inbox) {
@@ -271,8 +292,9 @@ impl Relay {
                 }
                 Some(att) => {
                     let conn: &mut ServerConn = &mut att.conn;
+                    let held = self.held;
                     tokio::select! {
-                        r = read_some(&mut self.client, &mut self.buf) => Event::Client(r),
+                        r = read_some(&mut self.client, &mut self.buf), if !held => Event::Client(r),
                         r = conn.stream.read_buf(&mut conn.buf) => Event::Server(r),
                         () = info.killed() => Event::Killed,
                     }
@@ -295,7 +317,7 @@ impl Relay {
                     return Box::pin(self.terminate()).await;
                 }
                 Event::Server(r) => {
-                    let addr = self.svc.primary_addr.clone();
+                    let addr = self.server_addr();
                     let n = r.map_err(|e| BackendError::Io {
                         addr: addr.clone(),
                         source: e,
@@ -304,8 +326,17 @@ impl Relay {
                         return Err(BackendError::Closed { addr }.into());
                     }
                     Box::pin(self.on_server()).await?;
+                    self.release_hold();
                 }
             }
+        }
+    }
+
+    /// `host:port` of the attached server connection's backend (the primary if none).
+    fn server_addr(&self) -> String {
+        match self.server.as_deref() {
+            Some(att) => att.addr(&self.svc),
+            None => self.svc.primary_addr.clone(),
         }
     }
 
@@ -342,6 +373,10 @@ impl Relay {
                 return Ok(false);
             }
         };
+        // Replica checks log in as the last client did: a key the servers accept.
+        if !self.svc.replicas.is_empty() {
+            *self.svc.check_key.lock() = self.login.key.clone();
+        }
         let reply = login_reply(&params, self.cancel.pid, self.cancel.secret);
         self.client
             .write_all(&reply)
@@ -391,7 +426,7 @@ impl Relay {
         let base = match cached {
             Some(base) if self.mapping => base,
             _ => {
-                self.attach(Severity::Fatal).await?;
+                self.attach(Severity::Fatal, None).await?;
                 let att = self.server.as_ref().map(|a| &a.conn.startup_params);
                 let base: super::LoginParams = Arc::new(
                     att.into_iter()
@@ -416,24 +451,59 @@ impl Relay {
     }
 
     /// Checks a server connection out and brings its session settings in line with the
-    /// client's. `Err` carries the ErrorResponse to send.
-    async fn attach(&mut self, severity: Severity) -> Result<(), Bytes> {
-        let svc = &self.svc;
+    /// client's: from replica `replica` if given, falling back to the primary when that replica
+    /// cannot be reached (nothing of the client's request was sent yet), else from the primary.
+    /// `Err` carries the ErrorResponse to send.
+    async fn attach(&mut self, severity: Severity, replica: Option<usize>) -> Result<(), Bytes> {
+        let svc = self.svc.clone();
         svc.until_resumed().await;
+        if let Some(i) = replica {
+            let r = &svc.core.replicas[i];
+            let lease = r.lease();
+            match self.checkout(&svc.replicas[i], &r.addr, severity).await {
+                Ok(conn) => {
+                    self.install(conn, Some(lease));
+                    return Ok(());
+                }
+                Err((true, _)) => {
+                    debug!(backend = %r.addr, "replica unreachable at checkout; the read goes to the primary");
+                    r.connect_failed();
+                }
+                Err((false, reply)) => return Err(reply),
+            }
+        }
+        let conn = self
+            .checkout(&svc.primary, &svc.primary_addr, severity)
+            .await
+            .map_err(|(_, reply)| reply)?;
+        self.install(conn, None);
+        Ok(())
+    }
+
+    fn install(&mut self, conn: Conn, replica: Option<crate::route::Lease>) {
+        self.cancel.slot.set(Some(conn.cancel.clone()));
+        self.server = Some(Box::new(Attached::new(conn, replica)));
+    }
+
+    /// One backend's checkout with the dead-connection retries and the settings sync. `Err`:
+    /// whether another backend may be tried (the backend could not be reached), and the
+    /// ErrorResponse for the client.
+    async fn checkout(
+        &self,
+        pool: &super::PgPool,
+        addr: &str,
+        severity: Severity,
+    ) -> Result<Conn, (bool, Bytes)> {
+        let svc = &self.svc;
         for _ in 0..DEAD_RETRIES {
-            let mut conn = match svc
-                .primary
-                .get(&self.login.key, self.login.info.clone())
-                .await
-            {
+            let mut conn = match pool.get(&self.login.key, self.login.info.clone()).await {
                 Ok(c) => c,
                 Err(e) => {
-                    debug!(error = %errors::chain(&e), "checkout failed");
-                    return Err(errors::checkout_failed(
-                        &svc.name,
-                        &svc.primary_addr,
-                        severity,
-                        &e,
+                    debug!(backend = addr, error = %errors::chain(&e), "checkout failed");
+                    let unreachable = e.kind().side() == sidepool_pool::ErrorSide::Server;
+                    return Err((
+                        unreachable,
+                        errors::checkout_failed(&svc.name, addr, severity, &e),
                     ));
                 }
             };
@@ -446,7 +516,7 @@ impl Relay {
                 return Err(match e {
                     BackendError::Server { fields, .. } => {
                         conn.release();
-                        error(severity, &fields.code, &fields.message, None)
+                        (false, error(severity, &fields.code, &fields.message, None))
                     }
                     other => {
                         conn.discard();
@@ -455,23 +525,24 @@ impl Relay {
                             svc.name,
                             errors::chain(&other)
                         );
-                        error(severity, CONNECTION_FAILURE, &msg, None)
+                        (true, error(severity, CONNECTION_FAILURE, &msg, None))
                     }
                 });
             }
-            self.cancel.slot.set(Some(conn.cancel.clone()));
-            self.server = Some(Box::new(Attached::new(conn)));
-            return Ok(());
+            return Ok(conn);
         }
         let msg = format!(
             "sidepool: every idle server connection of pool \"{}\" to {} was closed by the server",
-            svc.name, svc.primary_addr
+            svc.name, addr
         );
-        Err(error(
-            severity,
-            CONNECTION_FAILURE,
-            &msg,
-            Some("the database may have restarted; retry"),
+        Err((
+            true,
+            error(
+                severity,
+                CONNECTION_FAILURE,
+                &msg,
+                Some("the database may have restarted; retry"),
+            ),
         ))
     }
 
@@ -482,6 +553,9 @@ impl Relay {
             return;
         };
         self.cancel.slot.set(None);
+        if att.replica.is_none() {
+            self.ryw.released();
+        }
         if att.reset_all {
             self.login.settings = self.login.startup_settings.clone();
             att.conn.params = att.conn.startup_params.clone();
@@ -532,6 +606,9 @@ impl Relay {
                     ))
         };
         loop {
+            if self.server.is_some() && Box::pin(self.hold_for_primary()).await {
+                break;
+            }
             let step = self
                 .scan
                 .step(&self.buf, MAX_MESSAGE, MAX_MESSAGE, wants_whole)
@@ -575,7 +652,8 @@ impl Relay {
                 self.dropping = true;
                 return self.flush_to_client().await;
             }
-            if let Err(reply) = self.attach(Severity::Error).await {
+            let target = self.route_target(h.tag, &msg);
+            if let Err(reply) = self.attach(Severity::Error, target).await {
                 self.to_client.extend_from_slice(&reply);
                 self.discarding = true;
             }
@@ -642,9 +720,13 @@ impl Relay {
 
     /// Records a client statement and returns it.
     fn remember(&mut self, name: &[u8], content: &[u8]) -> Statement {
+        let functions = &self.svc.core.routing.get().write_functions;
+        let route = routing::sql_route(routing::content_text(content), functions);
         let stmt = Statement {
             server_name: self.svc.statement_names.name_for(content),
             content: Bytes::copy_from_slice(content),
+            read: route.replica,
+            writes: route.writes,
         };
         self.statements
             .insert(Bytes::copy_from_slice(name), stmt.clone());
@@ -654,6 +736,12 @@ impl Relay {
     /// Transaction mode: rewrites statement names, prepares on demand, and records the
     /// response each message will get.
     fn map_message(&mut self, tag: u8, msg: Bytes) -> Result<(), sidepool_protocol::ProtocolError> {
+        if matches!(
+            tag,
+            fe::tag::QUERY | fe::tag::PARSE | fe::tag::BIND | fe::tag::FUNCTION_CALL
+        ) {
+            self.note_write(&msg);
+        }
         match tag {
             fe::tag::PARSE => {
                 let p = fe::parse_parse(&msg)?;
@@ -862,12 +950,11 @@ impl Relay {
             return Ok(());
         };
         let ServerConn { stream, buf, .. } = &mut *att.conn;
-        self.server_inbox |= write_reading(stream, &self.to_server, buf, INBOX_CAP)
-            .await
-            .map_err(|e| BackendError::Io {
-                addr: self.svc.primary_addr.clone(),
-                source: e,
-            })?;
+        let written = write_reading(stream, &self.to_server, buf, INBOX_CAP).await;
+        self.server_inbox |= written.map_err(|e| BackendError::Io {
+            addr: self.server_addr(),
+            source: e,
+        })?;
         self.to_server.clear();
         Ok(())
     }
@@ -945,7 +1032,11 @@ impl Relay {
                 att.owed = att.owed.saturating_sub(1);
                 if att.owed == 0 {
                     self.login.info.touch(false);
-                    self.svc.metrics.query(att.cycle_started.elapsed());
+                    let took = att.cycle_started.elapsed();
+                    match &att.replica {
+                        Some(lease) => lease.replica().metrics.query(took),
+                        None => self.svc.metrics.query(took),
+                    }
                 }
             } else if tag == be::tag::PARAMETER_STATUS {
                 let (k, v) = be::parse_parameter_status(msg).map_err(BackendError::Protocol)?;

@@ -21,6 +21,10 @@ pub struct Statement {
     pub server_name: Arc<str>,
     /// Query text and parameter types, as the client's Parse carried them.
     pub content: Bytes,
+    /// It may run on a replica (read/write split; classified at Parse).
+    pub read: bool,
+    /// It may write (read-your-writes).
+    pub writes: bool,
 }
 
 /// Names server-side statements by content, pool-wide.
