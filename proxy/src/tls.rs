@@ -263,9 +263,9 @@ impl ServerTls {
     /// [`TlsError::UnexpectedAnswer`] (e.g. an ErrorResponse from a server that does not
     /// understand SSLRequest).
     pub async fn connect(&self, mut tcp: TcpStream) -> Result<Stream, TlsError> {
-        let Some((connector, server_name)) = &self.connector else {
+        if self.connector.is_none() {
             return Ok(Stream::Plain(tcp));
-        };
+        }
         let io = |source| TlsError::Io {
             side: Side::Server,
             source,

@@ -95,7 +95,7 @@ impl sidepool_pool::Connector for MyConnector {
         if let Some(why) = self.health.out_of_service() {
             return Err(BackendError::Io {
                 addr: self.addr.clone(),
-                source: std::io::Error::other(why),
+                source: std::io::Error::other(why.to_string()),
             });
         }
         let mut conn = ServerConn::connect(&self.addr, &self.tls, key, password).await?;
