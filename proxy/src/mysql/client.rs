@@ -144,6 +144,37 @@ async fn read_packet(
     }
 }
 
+/// Reads the client's first packet, SSLRequest or HandshakeResponse41, without reading past
+/// it: a client that sends SSLRequest starts its TLS handshake at once (MySQL has no answer to
+/// wait for), and those bytes must stay in the socket for the TLS acceptor.
+async fn read_first_packet(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> Result<Option<(u8, Vec<u8>)>, SessionError> {
+    if !buf.is_empty() {
+        // Sent before the greeting: no TLS handshake can follow in the same bytes.
+        return read_packet(stream, buf).await;
+    }
+    let mut header = [0u8; 4];
+    match stream.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(SessionError::ClientIo(e)),
+    }
+    let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+    if len >= packet::MAX_PAYLOAD || len > MAX_LOGIN_PACKET {
+        // A split or oversized login packet: the general reader caps and reports it.
+        buf.extend_from_slice(&header);
+        return read_packet(stream, buf).await;
+    }
+    let mut payload = vec![0u8; len];
+    match stream.read_exact(&mut payload).await {
+        Ok(_) => Ok(Some((header[3], payload))),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(SessionError::ClientIo(e)),
+    }
+}
+
 async fn send(stream: &mut Stream, bytes: &[u8]) -> Result<(), SessionError> {
     stream
         .write_all(bytes)
@@ -184,7 +215,7 @@ async fn login(
         ..backend
     };
     send(&mut stream, &packet::encode(0, &handshake::greeting(&greeting))).await?;
-    let Some((mut seq, mut payload)) = read_packet(&mut stream, buf).await? else {
+    let Some((mut seq, mut payload)) = read_first_packet(&mut stream, buf).await? else {
         return Ok(None);
     };
     if handshake::parse_ssl_request(&payload).is_some() {
