@@ -158,7 +158,10 @@ fn pool_fields(a: &PoolConfig, b: &PoolConfig) -> Vec<PoolField> {
         (PoolField::Routing, a.routing != b.routing),
         (PoolField::Tls, a.tls != b.tls),
         (PoolField::Users, a.users != b.users),
-        (PoolField::TidbStatusPort, a.tidb_status_port != b.tidb_status_port),
+        (
+            PoolField::TidbStatusPort,
+            a.tidb_status_port != b.tidb_status_port,
+        ),
     ]
     .into_iter()
     .filter_map(|(field, changed)| changed.then_some(field))

@@ -84,6 +84,7 @@ impl MyService {
             greeting: greeting.clone(),
             tls: server_tls,
             health: health.clone(),
+            tidb: p.protocol == Protocol::Tidb,
         };
         let metrics =
             Arc::new(telemetry.pool_metrics(&p.name, &p.primary.to_string(), Role::Primary));

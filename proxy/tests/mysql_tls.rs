@@ -179,7 +179,9 @@ async fn mysql_async_verifies_sidepool_and_sidepool_verifies_mariadb_over_tls() 
         .start_transaction(mysql_async::TxOpts::default())
         .await
         .unwrap();
-    tx.exec_drop("INSERT INTO t VALUES (?)", (7,)).await.unwrap();
+    tx.exec_drop("INSERT INTO t VALUES (?)", (7,))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let n: Option<i64> = conn.query_first("SELECT COUNT(*) FROM t").await.unwrap();
     assert_eq!(n, Some(1));
@@ -343,9 +345,12 @@ async fn full_auth_over_tls(addr: SocketAddr, ca: &Path, clear: &str) -> Vec<u8>
         auth_plugin: Some(auth::CACHING_SHA2.into()),
         attributes: Vec::new(),
     };
-    tls.write_all(&packet::encode(2, &handshake::handshake_response(&response)))
-        .await
-        .unwrap();
+    tls.write_all(&packet::encode(
+        2,
+        &handshake::handshake_response(&response),
+    ))
+    .await
+    .unwrap();
     let (seq, more) = must_read_packet(&mut tls, &mut buf).await;
     assert_eq!(
         more,
@@ -377,9 +382,17 @@ async fn caching_sha2_full_authentication_over_tls_takes_the_cleartext_password(
     )
     .await;
     let ok = full_auth_over_tls(addr, &pki.path("ca.crt"), PASSWORD).await;
-    assert_eq!(ok.get(..1), Some(&[0x00][..]), "OK after the right password: {ok:?}");
+    assert_eq!(
+        ok.get(..1),
+        Some(&[0x00][..]),
+        "OK after the right password: {ok:?}"
+    );
     let denied = full_auth_over_tls(addr, &pki.path("ca.crt"), "wrong").await;
-    assert_eq!(denied.get(..1), Some(&[0xFF][..]), "ERR after a wrong password");
+    assert_eq!(
+        denied.get(..1),
+        Some(&[0xFF][..]),
+        "ERR after a wrong password"
+    );
     let code = u16::from_le_bytes([denied[1], denied[2]]);
     assert_eq!(code, 1045, "{}", String::from_utf8_lossy(&denied));
     server.shutdown().await;

@@ -162,13 +162,14 @@ fn mode(ctx: &mut Ctx<'_>, s: &Section<'_>, protocol: Option<Protocol>) -> Optio
 /// `tidb_status_port`: a TCP port, on tidb pools only.
 fn tidb_status_port(ctx: &mut Ctx<'_>, s: &Section<'_>, protocol: Option<Protocol>) -> Option<u16> {
     let f = s.get("tidb_status_port")?;
-    let port = f.int(ctx, 1, u16::MAX.into()).and_then(|n| u16::try_from(n).ok())?;
+    let port = f
+        .int(ctx, 1, u16::MAX.into())
+        .and_then(|n| u16::try_from(n).ok())?;
     match protocol {
         Some(Protocol::Tidb) | None => Some(port),
         Some(p) => {
-            let message = format!(
-                "tidb_status_port applies to protocol = \"tidb\" only, not {p}; remove it"
-            );
+            let message =
+                format!("tidb_status_port applies to protocol = \"tidb\" only, not {p}; remove it");
             ctx.report(f.at, &f.path, ProblemKind::Conflict, message);
             None
         }

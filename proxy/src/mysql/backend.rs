@@ -79,6 +79,9 @@ pub struct MyConnector {
     pub tls: ServerTls,
     /// Whether the backend is in service (TiDB's status port); always in service elsewhere.
     pub health: Arc<Health>,
+    /// The pool is `protocol = "tidb"`: a server whose version string does not say TiDB (or
+    /// a TiDB behind a `mysql` pool) is logged once.
+    pub tidb: bool,
 }
 
 impl sidepool_pool::Connector for MyConnector {
@@ -93,14 +96,28 @@ impl sidepool_pool::Connector for MyConnector {
             .map(String::as_str)
             .unwrap_or("");
         if let Some(why) = self.health.out_of_service() {
-            return Err(BackendError::Io {
-                addr: self.addr.clone(),
-                source: std::io::Error::other(why.to_string()),
+            // Sent to the client as is, like a server's own refusal.
+            let code = super::errors::CONN_HOST_ERROR;
+            return Err(BackendError::MySqlServer {
+                code,
+                message: why.to_string(),
+                payload: Bytes::from(response::err_packet(code, "HY000", &why)),
             });
         }
         let mut conn = ServerConn::connect(&self.addr, &self.tls, key, password).await?;
         conn.health = Some(self.health.clone());
-        *self.greeting.lock() = Some(conn.greeting.clone());
+        let first = self
+            .greeting
+            .lock()
+            .replace(conn.greeting.clone())
+            .is_none();
+        if first && conn.greeting.is_tidb() != self.tidb {
+            tracing::warn!(
+                backend = %self.addr,
+                version = %conn.greeting.server_version,
+                "server version does not match the pool's protocol (\"tidb\" pools expect TiDB, \"mysql\" pools MySQL or MariaDB); set [[pools]] protocol to match"
+            );
+        }
         Ok(conn)
     }
 }
@@ -176,13 +193,10 @@ async fn read_one(
             let _ = buf.split_to(l.consumed);
             return Ok((l.last_seq, l.payload));
         }
-        let n = stream
-            .read_buf(buf)
-            .await
-            .map_err(|e| BackendError::Io {
-                addr: addr.to_owned(),
-                source: e,
-            })?;
+        let n = stream.read_buf(buf).await.map_err(|e| BackendError::Io {
+            addr: addr.to_owned(),
+            source: e,
+        })?;
         if n == 0 {
             return Err(BackendError::Closed {
                 addr: addr.to_owned(),

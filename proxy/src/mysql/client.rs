@@ -214,7 +214,11 @@ async fn login(
         auth_plugin: plugin.to_owned(),
         ..backend
     };
-    send(&mut stream, &packet::encode(0, &handshake::greeting(&greeting))).await?;
+    send(
+        &mut stream,
+        &packet::encode(0, &handshake::greeting(&greeting)),
+    )
+    .await?;
     let Some((mut seq, mut payload)) = read_first_packet(&mut stream, buf).await? else {
         return Ok(None);
     };

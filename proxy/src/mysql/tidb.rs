@@ -30,7 +30,7 @@ const MAX_RESPONSE: usize = 8 * 1024;
 /// Whether a backend is in service. Shared by the connector, its connections and the watch.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// `Some(reason)` while out of service.
+    /// `Some(message)` while out of service: the whole error text a client gets.
     out: Mutex<Option<Arc<str>>>,
 }
 
@@ -147,8 +147,10 @@ pub fn watch(
                 }
                 Status::Draining(code) => {
                     let why = format!(
-                        "TiDB status port {host}:{status_port} answered {code}: the server is \
-                         going out of service; retry shortly, or check the TiDB cluster"
+                        "sidepool: Can't connect to MySQL server on '{backend}' (pool \"{pool}\"): \
+                         TiDB is going out of service (its status port {host}:{status_port} \
+                         answered {code}); retry shortly: sidepool hands out its connections \
+                         again once /status answers 200"
                     );
                     if health.set(Some(why.into())) {
                         warn!(pool = %pool, backend = %backend, status = code, "TiDB going out of service; no new checkouts, open transactions may finish");
