@@ -210,6 +210,35 @@ mod tests {
         assert_eq!(status_code(b""), None);
     }
 
+    /// A one-shot HTTP server answering every connection with `reply`; its port.
+    async fn must_serve(reply: &'static [u8]) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut req = [0u8; 1024];
+                let _ = tcp.read(&mut req).await;
+                let _ = tcp.write_all(reply).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn poll_reads_up_draining_and_no_answer() {
+        let up = must_serve(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").await;
+        assert_eq!(poll("127.0.0.1", up).await, Status::Up);
+        let down = must_serve(b"HTTP/1.1 500 Internal Server Error\r\n\r\n").await;
+        assert_eq!(poll("127.0.0.1", down).await, Status::Draining(500));
+        let junk = must_serve(b"SSH-2.0-OpenSSH\r\n").await;
+        assert_eq!(poll("127.0.0.1", junk).await, Status::NoAnswer);
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        assert_eq!(poll("127.0.0.1", closed).await, Status::NoAnswer);
+    }
+
     #[test]
     fn health_reports_changes_only() {
         let h = Health::default();
