@@ -79,6 +79,8 @@ pub enum PoolField {
     Tls,
     /// `[[pools.users]]` (names or passwords): rebuild.
     Users,
+    /// `tidb_status_port`: rebuild (the status watch belongs to the backend).
+    TidbStatusPort,
 }
 
 impl PoolField {
@@ -101,6 +103,7 @@ impl PoolField {
             Self::Routing => "routing",
             Self::Tls => "tls",
             Self::Users => "users",
+            Self::TidbStatusPort => "tidb_status_port",
         }
     }
 }
@@ -155,6 +158,10 @@ fn pool_fields(a: &PoolConfig, b: &PoolConfig) -> Vec<PoolField> {
         (PoolField::Routing, a.routing != b.routing),
         (PoolField::Tls, a.tls != b.tls),
         (PoolField::Users, a.users != b.users),
+        (
+            PoolField::TidbStatusPort,
+            a.tidb_status_port != b.tidb_status_port,
+        ),
     ]
     .into_iter()
     .filter_map(|(field, changed)| changed.then_some(field))

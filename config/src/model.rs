@@ -120,6 +120,12 @@ pub struct PoolConfig {
     /// `[[pools.users]]`: who may connect, with the passwords sidepool checks and uses upstream.
     /// Default none; names unique.
     pub users: Vec<User>,
+    /// `tidb_status_port`: TCP port (1–65535) of the TiDB status HTTP server on the primary's
+    /// host (TiDB's default is 10080). When set, sidepool polls `/status` about once a second
+    /// and stops handing out the backend's connections while it answers other than 2xx (TiDB
+    /// answers 500 before it is taken out of service). tidb pools only. Default none (no
+    /// polling).
+    pub tidb_status_port: Option<u16>,
 }
 
 impl PoolConfig {

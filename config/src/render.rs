@@ -75,6 +75,9 @@ fn write_pool(out: &mut String, p: &PoolConfig, secrets: SecretRendering) -> std
     let replicas: Vec<String> = p.replicas.iter().map(|r| quote(&r.to_string())).collect();
     writeln!(out, "replicas = [{}]", replicas.join(", "))?;
     writeln!(out, "client_auth = {}", quote(p.client_auth.as_str()))?;
+    if let Some(port) = p.tidb_status_port {
+        writeln!(out, "tidb_status_port = {port}")?;
+    }
 
     let l = &p.limits;
     writeln!(out, "\n[pools.limits]")?;

@@ -13,12 +13,13 @@ pub mod effects;
 pub mod errors;
 pub mod relay;
 pub mod replay;
+pub mod tidb;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use sidepool_config::{ClientAuth, PoolConfig};
+use sidepool_config::{ClientAuth, PoolConfig, Protocol};
 use sidepool_pool::Pool;
 use sidepool_protocol::mysql::handshake::Greeting;
 
@@ -27,6 +28,7 @@ use crate::service::PoolCore;
 use crate::session::ClientInfo;
 use crate::settings::pool_settings;
 use crate::telemetry::{Role, Telemetry};
+use crate::tls::{ClientTls, ServerTls, TlsError};
 
 /// The pool type of a MySQL backend.
 pub type MyPool = Pool<MyConnector, Arc<ClientInfo>>;
@@ -54,13 +56,26 @@ pub struct MyService {
     pub known_schemas: Mutex<HashSet<(String, String)>>,
     /// Statements kept prepared per server connection before the least recently used closes.
     pub prepared_per_connection: usize,
+    /// TLS offered to clients (`[pools.tls] client_mode`).
+    pub client_tls: ClientTls,
+    /// The primary's service state (TiDB status port); always in service without one.
+    pub health: Arc<tidb::Health>,
+    /// Polls the primary's TiDB status port (`tidb_status_port`) while the service lives.
+    pub status_watch: Option<tidb::StatusWatch>,
 }
 
 crate::pool_service!(MyService, client::serve);
 
 impl MyService {
-    /// The service of a `mysql`/`tidb` pool.
-    pub fn new(p: &PoolConfig, telemetry: &Telemetry) -> MyService {
+    /// The service of a `mysql`/`tidb` pool. Starts the TiDB status watch when configured, so
+    /// it must run inside the runtime.
+    ///
+    /// # Errors
+    /// `[pools.tls]` material that does not load.
+    pub fn new(p: &PoolConfig, telemetry: &Telemetry) -> Result<MyService, TlsError> {
+        let client_tls = ClientTls::for_mysql(p.tls.as_ref())?;
+        let server_tls = ServerTls::for_mysql(p.tls.as_ref(), &p.primary.host)?;
+        let health = Arc::new(tidb::Health::default());
         let users: HashMap<String, String> = p
             .users
             .iter()
@@ -71,11 +86,26 @@ impl MyService {
             addr: p.primary.to_string(),
             passwords: users.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             greeting: greeting.clone(),
+            tls: server_tls,
+            health: health.clone(),
+            tidb: p.protocol == Protocol::Tidb,
         };
         let metrics =
             Arc::new(telemetry.pool_metrics(&p.name, &p.primary.to_string(), Role::Primary));
         let primary = MyPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
-        let mut core = PoolCore::new(p, Arc::new(primary.clone()), metrics);
+        let backend: Arc<dyn crate::service::Backend> = Arc::new(primary.clone());
+        let status_watch = match (p.protocol, p.tidb_status_port) {
+            (Protocol::Tidb, Some(port)) => Some(tidb::watch(
+                p.name.as_str().into(),
+                p.primary.to_string(),
+                p.primary.host.clone(),
+                port,
+                health.clone(),
+                backend.clone(),
+            )),
+            _ => None,
+        };
+        let mut core = PoolCore::new(p, backend, metrics);
         let mut replicas = Vec::new();
         for addr in &p.replicas {
             let connector = MyConnector {
@@ -83,6 +113,10 @@ impl MyService {
                 passwords: users.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 // Clients are greeted with the primary's greeting only.
                 greeting: Arc::new(Mutex::new(None)),
+                tls: ServerTls::for_mysql(p.tls.as_ref(), &addr.host)?,
+                // The status port is watched on the primary only.
+                health: Arc::new(tidb::Health::default()),
+                tidb: p.protocol == Protocol::Tidb,
             };
             let metrics =
                 Arc::new(telemetry.pool_metrics(&p.name, &addr.to_string(), Role::Replica));
@@ -108,7 +142,7 @@ impl MyService {
                 probe,
             ));
         }
-        MyService {
+        Ok(MyService {
             core,
             client_auth: p.client_auth,
             users,
@@ -118,6 +152,9 @@ impl MyService {
             greeting,
             known_schemas: Mutex::default(),
             prepared_per_connection: p.limits.prepared_statements_per_connection as usize,
-        }
+            client_tls,
+            health,
+            status_watch,
+        })
     }
 }

@@ -642,9 +642,12 @@ async fn watch_file(
 fn new_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartError> {
     match p.protocol {
         Protocol::Postgres => pg_service(p, ctx),
-        Protocol::Mysql | Protocol::Tidb => {
-            Ok(Arc::new(crate::mysql::MyService::new(p, &ctx.telemetry)))
-        }
+        Protocol::Mysql | Protocol::Tidb => crate::mysql::MyService::new(p, &ctx.telemetry)
+            .map(|svc| Arc::new(svc) as Arc<dyn Service>)
+            .map_err(|source| StartError::Tls {
+                pool: p.name.clone(),
+                source: Box::new(source),
+            }),
         Protocol::Dameng => crate::dm::service(p, ctx),
     }
 }

@@ -1,5 +1,8 @@
-//! TLS towards applications (`[pools.tls] client_mode`) and towards PostgreSQL (`server_mode`),
-//! with libpq's `sslmode` semantics, on rustls with the *ring* provider.
+//! TLS towards applications (`[pools.tls] client_mode`) and towards databases (`server_mode`),
+//! with libpq's `sslmode` semantics, on rustls with the *ring* provider. PostgreSQL and MySQL
+//! share the configurations; they differ in ALPN (PostgreSQL only) and in how TLS is asked for
+//! ([`ServerTls::connect`] sends PostgreSQL's SSLRequest; the MySQL backend sends its own and
+//! calls [`ServerTls::handshake`]).
 //!
 //! This module builds configurations and runs handshakes; it does not read startup packets or
 //! decide when to offer TLS (the session code answers SSLRequest using [`ClientTls::offers_tls`]
@@ -64,6 +67,19 @@ impl ClientTls {
     /// A file is missing from the config, unreadable, not PEM, holds no certificate/key, or the
     /// key does not match the certificate.
     pub fn from_config(tls: Option<&Tls>) -> Result<ClientTls, TlsError> {
+        Self::build(tls, Some(ALPN_POSTGRESQL))
+    }
+
+    /// As [`ClientTls::from_config`], for MySQL clients: no ALPN (MySQL registers none, and
+    /// its drivers send none).
+    ///
+    /// # Errors
+    /// As [`ClientTls::from_config`].
+    pub fn for_mysql(tls: Option<&Tls>) -> Result<ClientTls, TlsError> {
+        Self::build(tls, None)
+    }
+
+    fn build(tls: Option<&Tls>, alpn: Option<&[u8]>) -> Result<ClientTls, TlsError> {
         let Some(tls) = tls.filter(|t| t.client_mode != ClientTlsMode::Disable) else {
             return Ok(ClientTls {
                 mode: ClientTlsMode::Disable,
@@ -90,7 +106,7 @@ impl ClientTls {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(TlsError::Rustls)?;
-        config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+        config.alpn_protocols = alpn.map(<[u8]>::to_vec).into_iter().collect();
         Ok(ClientTls {
             mode: tls.client_mode,
             acceptor: Some(TlsAcceptor::from(Arc::new(config))),
@@ -169,6 +185,23 @@ impl ServerTls {
     /// `server_ca` missing (verify modes), unreadable or without certificates; `backend_host`
     /// not usable as a TLS server name.
     pub fn from_config(tls: Option<&Tls>, backend_host: &str) -> Result<ServerTls, TlsError> {
+        Self::build(tls, backend_host, Some(ALPN_POSTGRESQL))
+    }
+
+    /// As [`ServerTls::from_config`], for MySQL, MariaDB and TiDB servers: no ALPN. Use
+    /// [`ServerTls::handshake`] after the MySQL SSLRequest.
+    ///
+    /// # Errors
+    /// As [`ServerTls::from_config`].
+    pub fn for_mysql(tls: Option<&Tls>, backend_host: &str) -> Result<ServerTls, TlsError> {
+        Self::build(tls, backend_host, None)
+    }
+
+    fn build(
+        tls: Option<&Tls>,
+        backend_host: &str,
+        alpn: Option<&[u8]>,
+    ) -> Result<ServerTls, TlsError> {
         let Some(tls) = tls.filter(|t| t.server_mode != ServerTlsMode::Disable) else {
             return Ok(ServerTls {
                 mode: ServerTlsMode::Disable,
@@ -209,7 +242,7 @@ impl ServerTls {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+        config.alpn_protocols = alpn.map(<[u8]>::to_vec).into_iter().collect();
         Ok(ServerTls {
             mode: tls.server_mode,
             connector: Some((TlsConnector::from(Arc::new(config)), server_name)),
@@ -230,9 +263,9 @@ impl ServerTls {
     /// [`TlsError::UnexpectedAnswer`] (e.g. an ErrorResponse from a server that does not
     /// understand SSLRequest).
     pub async fn connect(&self, mut tcp: TcpStream) -> Result<Stream, TlsError> {
-        let Some((connector, server_name)) = &self.connector else {
+        if self.connector.is_none() {
             return Ok(Stream::Plain(tcp));
-        };
+        }
         let io = |source| TlsError::Io {
             side: Side::Server,
             source,
@@ -241,20 +274,43 @@ impl ServerTls {
         let mut answer = [0u8; 1];
         tcp.read_exact(&mut answer).await.map_err(io)?;
         match answer[0] {
-            b'S' => {
-                let tls = connector
-                    .connect(server_name.clone(), tcp)
-                    .await
-                    .map_err(|source| TlsError::Handshake {
-                        side: Side::Server,
-                        source,
-                    })?;
-                Ok(Stream::TlsClient(Box::new(tls)))
-            }
+            b'S' => self.handshake(tcp).await,
             b'N' if self.mode == ServerTlsMode::Prefer => Ok(Stream::Plain(tcp)),
             b'N' => Err(TlsError::Refused),
             byte => Err(TlsError::UnexpectedAnswer { byte }),
         }
+    }
+
+    /// Runs the client side of the TLS handshake on `tcp` at once, verifying the server per
+    /// `server_mode`. For protocols that negotiate TLS in their own packets (MySQL: the caller
+    /// has sent its SSLRequest and must not have read anything the server sent after its
+    /// greeting). No timeout of its own.
+    ///
+    /// # Errors
+    /// [`TlsError::Refused`] when `server_mode` is `disable` (the caller should not have
+    /// asked); [`TlsError::Handshake`] (side server) when the handshake fails.
+    pub async fn handshake(&self, tcp: TcpStream) -> Result<Stream, TlsError> {
+        let Some((connector, server_name)) = &self.connector else {
+            return Err(TlsError::Refused);
+        };
+        let tls = connector
+            .connect(server_name.clone(), tcp)
+            .await
+            .map_err(|source| TlsError::Handshake {
+                side: Side::Server,
+                source,
+            })?;
+        Ok(Stream::TlsClient(Box::new(tls)))
+    }
+
+    /// Whether the server may refuse TLS and the connection go on in plaintext (`prefer`).
+    pub fn allows_plaintext(&self) -> bool {
+        matches!(self.mode, ServerTlsMode::Disable | ServerTlsMode::Prefer)
+    }
+
+    /// Whether to ask for TLS at all (every mode but `disable`).
+    pub fn wants_tls(&self) -> bool {
+        self.connector.is_some()
     }
 }
 

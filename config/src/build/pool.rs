@@ -19,6 +19,7 @@ const POOL_KEYS: &[&str] = &[
     "routing",
     "tls",
     "users",
+    "tidb_status_port",
 ];
 
 /// A built pool plus what the cross-pool checks need: the name and listen address with their
@@ -67,6 +68,7 @@ pub(super) fn build(ctx: &mut Ctx<'_>, s: &Section<'_>) -> Built {
     let tls = s.section(ctx, "tls").map(|t| sections::tls(ctx, &t));
     let trust = client_auth == Some(ClientAuth::Trust);
     let users = sections::users(ctx, s, trust);
+    let tidb_status_port = tidb_status_port(ctx, s, protocol);
 
     let config = match (name.clone(), protocol, listen, mode, primary, client_auth) {
         (
@@ -89,6 +91,7 @@ pub(super) fn build(ctx: &mut Ctx<'_>, s: &Section<'_>) -> Built {
             routing,
             tls,
             users,
+            tidb_status_port,
         }),
         _ => None,
     };
@@ -153,6 +156,23 @@ fn mode(ctx: &mut Ctx<'_>, s: &Section<'_>, protocol: Option<Protocol>) -> Optio
         }),
         None if protocol == Some(Protocol::Dameng) => Some(PoolMode::Session),
         None => Some(PoolMode::Transaction),
+    }
+}
+
+/// `tidb_status_port`: a TCP port, on tidb pools only.
+fn tidb_status_port(ctx: &mut Ctx<'_>, s: &Section<'_>, protocol: Option<Protocol>) -> Option<u16> {
+    let f = s.get("tidb_status_port")?;
+    let port = f
+        .int(ctx, 1, u16::MAX.into())
+        .and_then(|n| u16::try_from(n).ok())?;
+    match protocol {
+        Some(Protocol::Tidb) | None => Some(port),
+        Some(p) => {
+            let message =
+                format!("tidb_status_port applies to protocol = \"tidb\" only, not {p}; remove it");
+            ctx.report(f.at, &f.path, ProblemKind::Conflict, message);
+            None
+        }
     }
 }
 

@@ -879,3 +879,17 @@ fn toml_syntax_error_is_one_problem_with_its_position() {
     let p = must_fail_once(&format!("{POOL}name = \"again\"\n"));
     assert_eq!((p.kind, p.line), (Syntax, 7));
 }
+
+#[test]
+fn tidb_status_port_is_a_port_of_tidb_pools_only() {
+    let tidb = POOL.replace("postgres", "tidb");
+    let c = must_parse(&format!("{tidb}tidb_status_port = 10080\n"));
+    assert_eq!(c.pools[0].tidb_status_port, Some(10080));
+    assert_eq!(must_parse(&tidb).pools[0].tidb_status_port, None);
+    let p = must_fail_once(&with_pool("tidb_status_port = 10080\n"));
+    assert_problem(&p, "pools[0].tidb_status_port", Conflict, "tidb");
+    let p = must_fail_once(&format!("{tidb}tidb_status_port = 70000\n"));
+    assert_problem(&p, "pools[0].tidb_status_port", Value, "at most 65535");
+    let p = must_fail_once(&format!("{tidb}tidb_status_port = 0\n"));
+    assert_problem(&p, "pools[0].tidb_status_port", Value, "at least 1");
+}

@@ -112,3 +112,13 @@ fn global_section_changes_are_flagged_and_runtime_needs_restart() {
     let d = diff(&old, &only_log);
     assert!(d.log_changed && !d.admin_changed && !d.needs_restart());
 }
+
+#[test]
+fn a_tidb_status_port_change_needs_a_rebuild() {
+    let tidb = POOL.replace("postgres", "tidb");
+    let old = must_parse(&tidb);
+    let new = must_parse(&format!("{tidb}tidb_status_port = 10080\n"));
+    let d = diff(&old, &new);
+    assert_eq!(d.pools_changed[0].fields, [PoolField::TidbStatusPort]);
+    assert!(d.pools_changed[0].needs_rebuild());
+}

@@ -177,3 +177,13 @@ fn quote_escapes_quotes_backslashes_and_controls() {
     assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
     assert_eq!(quote("x\ny\u{1}"), "\"x\\ny\\u0001\"");
 }
+
+#[test]
+fn effective_toml_keeps_the_tidb_status_port() {
+    let tidb = POOL.replace("postgres", "tidb");
+    let config = must_parse(&format!("{tidb}tidb_status_port = 10080\n"));
+    let text = config.to_effective_toml();
+    assert!(text.contains("tidb_status_port = 10080"), "{text}");
+    let again = parse(&text, "effective.toml", &env).unwrap();
+    assert_eq!(again, config);
+}

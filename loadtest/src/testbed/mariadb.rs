@@ -68,6 +68,19 @@ impl Default for MariaDbOptions {
     }
 }
 
+impl MariaDbOptions {
+    /// These options with TLS on: `ssl_cert` and `ssl_key` point at PEM files the caller keeps
+    /// for the server's lifetime. Clients choose TLS with an SSLRequest; plaintext logins
+    /// still work (`require_secure_transport` stays off).
+    pub fn with_tls(mut self, cert_pem_file: &Path, key_pem_file: &Path) -> Self {
+        self.extra_conf
+            .push(format!("ssl_cert={}", cert_pem_file.display()));
+        self.extra_conf
+            .push(format!("ssl_key={}", key_pem_file.display()));
+        self
+    }
+}
+
 /// A running throwaway MariaDB server on `127.0.0.1:<port>` and a unix socket in its temp dir.
 /// Dropping it kills the server and removes the temp dir. All methods block.
 #[derive(Debug)]

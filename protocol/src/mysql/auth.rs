@@ -89,6 +89,12 @@ pub fn verify(plugin: &str, nonce: &[u8], password: &[u8], response: &[u8]) -> b
     expected.len() == response.len() && bool::from(expected.ct_eq(response))
 }
 
+/// Compares a password a client sent in clear (caching_sha2 full authentication over TLS,
+/// NUL already removed) with the configured one, in constant time.
+pub fn verify_cleartext(password: &[u8], sent: &[u8]) -> bool {
+    password.len() == sent.len() && bool::from(password.ct_eq(sent))
+}
+
 /// caching_sha2_password full authentication without TLS: the password (NUL-terminated) XOR
 /// the nonce, RSA-OAEP encrypted with the server's PEM public key.
 ///
@@ -235,6 +241,15 @@ mod tests {
             .into();
         let k = Scalar::from_bytes_mod_order_wide(&k);
         assert_eq!(EdwardsPoint::mul_base(&s), r + k * a);
+    }
+
+    #[test]
+    fn cleartext_passwords_compare_whole() {
+        assert!(verify_cleartext(b"secret", b"secret"));
+        assert!(!verify_cleartext(b"secret", b"secre"));
+        assert!(!verify_cleartext(b"secret", b"secret\0"));
+        assert!(!verify_cleartext(b"", b"x"));
+        assert!(verify_cleartext(b"", b""));
     }
 
     #[test]

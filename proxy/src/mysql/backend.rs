@@ -15,8 +15,9 @@ use sidepool_protocol::mysql::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::tidb::Health;
 use crate::error::BackendError;
-use crate::tls::Stream;
+use crate::tls::{ServerTls, Stream, TlsError};
 
 /// Cap on a packet sidepool reads whole in its own exchanges.
 const MAX_OWN_PACKET: usize = 16 << 20;
@@ -74,6 +75,13 @@ pub struct MyConnector {
     pub passwords: BTreeMap<String, String>,
     /// The last greeting a server sent, for the greeting sidepool sends clients.
     pub greeting: Arc<Mutex<Option<Greeting>>>,
+    /// TLS towards the server (`[pools.tls] server_mode`).
+    pub tls: ServerTls,
+    /// Whether the backend is in service (TiDB's status port); always in service elsewhere.
+    pub health: Arc<Health>,
+    /// The pool is `protocol = "tidb"`: a server whose version string does not say TiDB (or
+    /// a TiDB behind a `mysql` pool) is logged once.
+    pub tidb: bool,
 }
 
 impl sidepool_pool::Connector for MyConnector {
@@ -87,8 +95,29 @@ impl sidepool_pool::Connector for MyConnector {
             .get(&*key.user)
             .map(String::as_str)
             .unwrap_or("");
-        let conn = ServerConn::connect(&self.addr, key, password).await?;
-        *self.greeting.lock() = Some(conn.greeting.clone());
+        if let Some(why) = self.health.out_of_service() {
+            // Sent to the client as is, like a server's own refusal.
+            let code = super::errors::CONN_HOST_ERROR;
+            return Err(BackendError::MySqlServer {
+                code,
+                message: why.to_string(),
+                payload: Bytes::from(response::err_packet(code, "HY000", &why)),
+            });
+        }
+        let mut conn = ServerConn::connect(&self.addr, &self.tls, key, password).await?;
+        conn.health = Some(self.health.clone());
+        let first = self
+            .greeting
+            .lock()
+            .replace(conn.greeting.clone())
+            .is_none();
+        if first && conn.greeting.is_tidb() != self.tidb {
+            tracing::warn!(
+                backend = %self.addr,
+                version = %conn.greeting.server_version,
+                "server version does not match the pool's protocol (\"tidb\" pools expect TiDB, \"mysql\" pools MySQL or MariaDB); set [[pools]] protocol to match"
+            );
+        }
         Ok(conn)
     }
 }
@@ -139,6 +168,43 @@ impl Prepared {
     }
 }
 
+/// A server's ERR payload as an error that keeps it whole for the client.
+fn refused(payload: Vec<u8>) -> BackendError {
+    let e = response::parse_err(&payload).unwrap_or(response::ErrPacket {
+        code: 0,
+        state: "HY000".into(),
+        message: "malformed ERR packet".into(),
+    });
+    BackendError::MySqlServer {
+        code: e.code,
+        message: e.message,
+        payload: Bytes::from(payload),
+    }
+}
+
+/// Reads one logical packet from `stream`: its last sequence id and payload.
+async fn read_one(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    addr: &str,
+) -> Result<(u8, Vec<u8>), BackendError> {
+    loop {
+        if let Some(l) = packet::read_logical(buf, MAX_OWN_PACKET)? {
+            let _ = buf.split_to(l.consumed);
+            return Ok((l.last_seq, l.payload));
+        }
+        let n = stream.read_buf(buf).await.map_err(|e| BackendError::Io {
+            addr: addr.to_owned(),
+            source: e,
+        })?;
+        if n == 0 {
+            return Err(BackendError::Closed {
+                addr: addr.to_owned(),
+            });
+        }
+    }
+}
+
 /// The outcome of one exchange sidepool ran itself.
 #[derive(Debug)]
 pub enum Reply {
@@ -171,6 +237,9 @@ pub struct ServerConn {
     pub state: SessionState,
     /// Last status flags the server sent.
     pub status: StatusFlags,
+    /// The backend's service state: an idle connection of a backend out of service counts
+    /// as dead, so it is closed instead of handed out.
+    pub health: Option<Arc<Health>>,
 }
 
 impl Drop for ServerConn {
@@ -183,12 +252,16 @@ impl Drop for ServerConn {
 }
 
 impl ServerConn {
-    /// Connects and logs in as `key.user` with `password`.
+    /// Connects and logs in as `key.user` with `password`, over TLS when `tls` asks for it and
+    /// the server offers it (CLIENT_SSL in its greeting): SSLRequest, TLS handshake, then the
+    /// HandshakeResponse41 on the encrypted stream.
     ///
     /// # Errors
-    /// Unreachable address, an unsupported auth plugin, or the server's ERR (kept whole).
+    /// Unreachable address, TLS refused (the server does not offer it and `server_mode`
+    /// requires it) or failed, an unsupported auth plugin, or the server's ERR (kept whole).
     pub async fn connect(
         addr: &str,
+        tls: &ServerTls,
         key: &ConnKey,
         password: &str,
     ) -> Result<ServerConn, BackendError> {
@@ -198,30 +271,37 @@ impl ServerConn {
         };
         let tcp = TcpStream::connect(addr).await.map_err(io)?;
         tcp.set_nodelay(true).map_err(io)?;
-        let mut conn = ServerConn {
-            stream: Stream::Plain(tcp),
-            buf: BytesMut::with_capacity(8 * 1024),
-            capabilities: CapabilityFlags::empty(),
-            greeting: Greeting {
-                server_version: String::new(),
-                connection_id: 0,
-                capabilities: CapabilityFlags::empty(),
-                collation: 0,
-                status: StatusFlags::empty(),
-                nonce: Vec::new(),
-                auth_plugin: String::new(),
-            },
-            addr: addr.to_owned(),
-            prepared: Prepared::default(),
-            state: SessionState::default(),
-            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
-        };
-        let (_, hello) = conn.read_packet().await?;
+        let mut stream = Stream::Plain(tcp);
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let (_, hello) = read_one(&mut stream, &mut buf, addr).await?;
         if hello.first() == Some(&response::ERR) {
-            return Err(conn.refused(hello));
+            return Err(refused(hello));
         }
         let greeting = handshake::parse_greeting(&hello)?;
-        let caps = (BASE_CAPABILITIES | key.capabilities) & greeting.capabilities;
+        let mut caps = (BASE_CAPABILITIES | key.capabilities) & greeting.capabilities;
+        let mut seq = 1;
+        if tls.wants_tls() {
+            if greeting.capabilities.contains(CapabilityFlags::CLIENT_SSL) {
+                if !buf.is_empty() {
+                    // Bytes after the greeting, before our SSLRequest: they would be read as
+                    // if they came over TLS (the CVE-2021-23222 class on MySQL).
+                    return Err(BackendError::Unexpected {
+                        addr: addr.to_owned(),
+                        what: "data after the greeting",
+                    });
+                }
+                caps |= CapabilityFlags::CLIENT_SSL;
+                let request = packet::encode(seq, &handshake::ssl_request(caps, key.collation));
+                stream.write_all(&request).await.map_err(io)?;
+                seq += 1;
+                stream = match stream {
+                    Stream::Plain(tcp) => tls.handshake(tcp).await?,
+                    already => already,
+                };
+            } else if !tls.allows_plaintext() {
+                return Err(TlsError::Refused.into());
+            }
+        }
         let plugin = match greeting.auth_plugin.as_str() {
             "" => auth::NATIVE.to_owned(),
             p => p.to_owned(),
@@ -242,9 +322,19 @@ impl ServerConn {
             auth_plugin: Some(plugin.clone()),
             attributes: vec![("program_name".to_owned(), "sidepool".to_owned())],
         };
-        conn.capabilities = caps;
-        conn.greeting = greeting;
-        conn.send(1, &handshake::handshake_response(&hello)).await?;
+        let mut conn = ServerConn {
+            stream,
+            buf,
+            capabilities: caps,
+            greeting,
+            addr: addr.to_owned(),
+            prepared: Prepared::default(),
+            state: SessionState::default(),
+            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            health: None,
+        };
+        conn.send(seq, &handshake::handshake_response(&hello))
+            .await?;
         conn.authenticate(password).await?;
         Ok(conn)
     }
@@ -292,16 +382,7 @@ impl ServerConn {
     }
 
     fn refused(&self, payload: Vec<u8>) -> BackendError {
-        let e = response::parse_err(&payload).unwrap_or(response::ErrPacket {
-            code: 0,
-            state: "HY000".into(),
-            message: "malformed ERR packet".into(),
-        });
-        BackendError::MySqlServer {
-            code: e.code,
-            message: e.message,
-            payload: Bytes::from(payload),
-        }
+        refused(payload)
     }
 
     fn unexpected(&self, what: &'static str) -> BackendError {
@@ -327,7 +408,11 @@ impl ServerConn {
     /// True when the idle socket shows the connection is gone or the server said something
     /// unasked (a shutdown ERR). One non-blocking read.
     pub fn is_dead(&mut self) -> bool {
-        !self.buf.is_empty() || self.stream.is_dead()
+        let out = self
+            .health
+            .as_ref()
+            .is_some_and(|h| h.out_of_service().is_some());
+        out || !self.buf.is_empty() || self.stream.is_dead()
     }
 
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), BackendError> {
@@ -337,22 +422,7 @@ impl ServerConn {
 
     /// Reads one logical packet: its last sequence id and payload.
     async fn read_packet(&mut self) -> Result<(u8, Vec<u8>), BackendError> {
-        loop {
-            if let Some(l) = packet::read_logical(&self.buf, MAX_OWN_PACKET)? {
-                let _ = self.buf.split_to(l.consumed);
-                return Ok((l.last_seq, l.payload));
-            }
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| self.io(e))?;
-            if n == 0 {
-                return Err(BackendError::Closed {
-                    addr: self.addr.clone(),
-                });
-            }
-        }
+        read_one(&mut self.stream, &mut self.buf, &self.addr).await
     }
 
     /// Sends a command packet (sequence 0) without waiting for anything.

@@ -1,4 +1,5 @@
-//! Client login: the greeting (the backend's version and capabilities, sidepool's nonce),
+//! Client login: the greeting (the backend's version and capabilities, sidepool's nonce,
+//! CLIENT_SSL when `[pools.tls] client_mode` offers TLS), the SSLRequest and TLS upgrade,
 //! HandshakeResponse41, authentication against `[[pools.users]]` with caching_sha2_password
 //! (`client_auth = "password"`) or mysql_native_password (`"native"`), and hand-over to the
 //! relay, which sends the final OK.
@@ -18,7 +19,9 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::MyService;
 use super::backend::{BASE_CAPABILITIES, ConnKey, KEYED_CAPABILITIES};
-use super::errors::{self, ACCESS_DENIED, HANDSHAKE_ERROR, TOO_MANY_CONNECTIONS};
+use super::errors::{
+    self, ACCESS_DENIED, HANDSHAKE_ERROR, SECURE_TRANSPORT_REQUIRED, TOO_MANY_CONNECTIONS,
+};
 use super::relay::Relay;
 use crate::error::SessionError;
 use crate::pg::errors::chain;
@@ -56,8 +59,9 @@ pub async fn serve(
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let mut stream = Stream::Plain(tcp);
+    let stream = Stream::Plain(tcp);
     if permit.is_none() {
+        let mut stream = stream;
         let msg = format!(
             "sidepool: too many client connections to pool \"{}\" (max_clients {}); raise \
              [pools.limits] max_clients, or use fewer connections per application instance",
@@ -74,10 +78,8 @@ pub async fn serve(
     let span = tracing::info_span!("client", pool = %svc.name, client.addr = %addr);
     let result = async {
         let mut buf = BytesMut::with_capacity(1024);
-        let login =
-            match tokio::time::timeout(LOGIN_TIMEOUT, login(&svc, &mut stream, &mut buf, addr))
-                .await
-            {
+        let (stream, login) =
+            match tokio::time::timeout(LOGIN_TIMEOUT, login(&svc, stream, &mut buf, addr)).await {
                 Ok(Ok(Some(login))) => login,
                 Ok(Ok(None)) => return Ok(()),
                 Ok(Err(e)) => return Err(e),
@@ -142,6 +144,37 @@ async fn read_packet(
     }
 }
 
+/// Reads the client's first packet, SSLRequest or HandshakeResponse41, without reading past
+/// it: a client that sends SSLRequest starts its TLS handshake at once (MySQL has no answer to
+/// wait for), and those bytes must stay in the socket for the TLS acceptor.
+async fn read_first_packet(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+) -> Result<Option<(u8, Vec<u8>)>, SessionError> {
+    if !buf.is_empty() {
+        // Sent before the greeting: no TLS handshake can follow in the same bytes.
+        return read_packet(stream, buf).await;
+    }
+    let mut header = [0u8; 4];
+    match stream.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(SessionError::ClientIo(e)),
+    }
+    let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+    if len >= packet::MAX_PAYLOAD || len > MAX_LOGIN_PACKET {
+        // A split or oversized login packet: the general reader caps and reports it.
+        buf.extend_from_slice(&header);
+        return read_packet(stream, buf).await;
+    }
+    let mut payload = vec![0u8; len];
+    match stream.read_exact(&mut payload).await {
+        Ok(_) => Ok(Some((header[3], payload))),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(SessionError::ClientIo(e)),
+    }
+}
+
 async fn send(stream: &mut Stream, bytes: &[u8]) -> Result<(), SessionError> {
     stream
         .write_all(bytes)
@@ -149,17 +182,18 @@ async fn send(stream: &mut Stream, bytes: &[u8]) -> Result<(), SessionError> {
         .map_err(SessionError::ClientIo)
 }
 
-/// Greets and authenticates. `Ok(None)`: the client failed or left (it was told).
+/// Greets and authenticates, upgrading to TLS on the client's SSLRequest. Returns the stream
+/// the session goes on with. `Ok(None)`: the client failed or left (it was told).
 async fn login(
     svc: &MyService,
-    stream: &mut Stream,
+    mut stream: Stream,
     buf: &mut BytesMut,
     addr: SocketAddr,
-) -> Result<Option<Login>, SessionError> {
+) -> Result<Option<(Stream, Login)>, SessionError> {
     let backend = match backend_greeting(svc, addr).await {
         Ok(g) => g,
         Err(err) => {
-            let _ = send(stream, &packet::encode(0, &err)).await;
+            let _ = send(&mut stream, &packet::encode(0, &err)).await;
             return Ok(None);
         }
     };
@@ -168,7 +202,9 @@ async fn login(
         _ => auth::NATIVE,
     };
     let nonce = auth::new_nonce();
-    let offered = OFFERED & backend.capabilities;
+    let mut offered = OFFERED & backend.capabilities;
+    // TLS towards clients is sidepool's own, whatever the backend offers.
+    offered.set(CapabilityFlags::CLIENT_SSL, svc.client_tls.offers_tls());
     static NEXT_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     let greeting = Greeting {
         connection_id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -178,15 +214,53 @@ async fn login(
         auth_plugin: plugin.to_owned(),
         ..backend
     };
-    send(stream, &packet::encode(0, &handshake::greeting(&greeting))).await?;
-    let Some((seq, payload)) = read_packet(stream, buf).await? else {
+    send(
+        &mut stream,
+        &packet::encode(0, &handshake::greeting(&greeting)),
+    )
+    .await?;
+    let Some((mut seq, mut payload)) = read_first_packet(&mut stream, buf).await? else {
         return Ok(None);
     };
     if handshake::parse_ssl_request(&payload).is_some() {
-        let msg = "sidepool: this pool does not offer TLS to clients; connect without TLS (--ssl-mode=DISABLED)";
+        if !svc.client_tls.offers_tls() {
+            let msg = "sidepool: this pool does not offer TLS to clients; connect without TLS \
+                       (--ssl-mode=DISABLED), or configure [pools.tls] client_mode";
+            let _ = send(
+                &mut stream,
+                &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, msg),
+            )
+            .await;
+            return Ok(None);
+        }
+        if !buf.is_empty() {
+            // Bytes after the SSLRequest, before the TLS handshake: plaintext that would pass
+            // for encrypted (the CVE-2021-23222 class). Refuse.
+            return Err(SessionError::ClientProtocol(
+                sidepool_protocol::ProtocolError::Malformed {
+                    what: "SSLRequest",
+                    why: "data after the SSLRequest",
+                },
+            ));
+        }
+        stream = match stream {
+            Stream::Plain(tcp) => svc.client_tls.accept(tcp).await?,
+            already => already,
+        };
+        let Some(next) = read_packet(&mut stream, buf).await? else {
+            return Ok(None);
+        };
+        (seq, payload) = next;
+    } else if svc.client_tls.requires_tls() {
+        let msg = format!(
+            "sidepool: pool \"{}\" accepts only TLS connections; connect with TLS \
+             (--ssl, ssl-mode=REQUIRED or VERIFY_IDENTITY)",
+            svc.name
+        );
+        warn!(client.addr = %addr, "plaintext client refused: client_mode = require");
         let _ = send(
-            stream,
-            &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, msg),
+            &mut stream,
+            &errors::error(seq.wrapping_add(1), SECURE_TRANSPORT_REQUIRED, &msg),
         )
         .await;
         return Ok(None);
@@ -196,7 +270,7 @@ async fn login(
         Err(e) => {
             let msg = format!("sidepool: bad handshake: {e}");
             let _ = send(
-                stream,
+                &mut stream,
                 &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, &msg),
             )
             .await;
@@ -204,7 +278,7 @@ async fn login(
         }
     };
     let mut next = seq.wrapping_add(1);
-    if !authenticate(svc, stream, buf, &hello, plugin, &nonce, &mut next).await? {
+    if !authenticate(svc, &mut stream, buf, &hello, plugin, &nonce, &mut next).await? {
         let msg = format!(
             "Access denied for user '{}'@'{}' (using password: {})",
             hello.user,
@@ -216,7 +290,7 @@ async fn login(
             }
         );
         warn!(user = %hello.user, "client authentication failed");
-        let _ = send(stream, &errors::error(next, ACCESS_DENIED, &msg)).await;
+        let _ = send(&mut stream, &errors::error(next, ACCESS_DENIED, &msg)).await;
         return Ok(None);
     }
     let capabilities = hello.capabilities & offered;
@@ -230,7 +304,7 @@ async fn login(
             .unwrap_or_default()
             .to_owned(),
     ));
-    Ok(Some(Login {
+    let login = Login {
         info,
         key: ConnKey {
             user: hello.user.as_str().into(),
@@ -239,7 +313,8 @@ async fn login(
         },
         capabilities,
         next_seq: next,
-    }))
+    };
+    Ok(Some((stream, login)))
 }
 
 /// Checks the client's scramble, switching it to sidepool's plugin first when it answered
@@ -273,6 +348,26 @@ async fn authenticate(
     }
     let password = svc.users.get(&hello.user);
     let ok = password.is_some_and(|p| auth::verify(plugin, &nonce, p.as_bytes(), &response));
+    if !ok && plugin == auth::CACHING_SHA2 && stream.is_tls() {
+        // caching_sha2's full authentication, as a server with an empty cache does it: over
+        // TLS the client sends its password in clear. (Without TLS sidepool offers no RSA key
+        // exchange: it knows every password, so a scramble that does not match is a wrong
+        // password and is refused at once.) Unknown users take the same path.
+        send(
+            stream,
+            &packet::encode(
+                *next,
+                &auth::auth_more_data(&[auth::PERFORM_FULL_AUTHENTICATION]),
+            ),
+        )
+        .await?;
+        let Some((seq, clear)) = read_packet(stream, buf).await? else {
+            return Ok(false);
+        };
+        *next = seq.wrapping_add(1);
+        let clear = clear.strip_suffix(&[0]).unwrap_or(&clear);
+        return Ok(password.is_some_and(|p| auth::verify_cleartext(p.as_bytes(), clear)));
+    }
     if ok && plugin == auth::CACHING_SHA2 {
         // The scramble matched: caching_sha2's fast path, no full authentication needed.
         send(

@@ -521,3 +521,63 @@ async fn write_reading_over_tls_does_not_deadlock_with_a_peer_that_writes_first(
     }
     assert_eq!(&inbox[..], &their_data[..]);
 }
+
+#[tokio::test]
+async fn mysql_configs_handshake_directly_without_alpn() {
+    let pki = Pki::must_generate();
+    let ours = ClientTls::for_mysql(Some(&pki.client_side(ClientTlsMode::Require))).unwrap();
+    let theirs = ServerTls::for_mysql(
+        Some(&server_side(
+            &pki,
+            ServerTlsMode::VerifyFull,
+            Some("ca.crt"),
+        )),
+        "localhost",
+    )
+    .unwrap();
+    assert!(theirs.wants_tls() && !theirs.allows_plaintext());
+    let (listener, addr) = must_listen().await;
+    let accept = async {
+        let (tcp, _) = listener.accept().await.unwrap();
+        ours.accept(tcp).await
+    };
+    let connect = async {
+        theirs
+            .handshake(TcpStream::connect(addr).await.unwrap())
+            .await
+    };
+    let (accepted, connected) = tokio::time::timeout(WAIT, async { tokio::join!(accept, connect) })
+        .await
+        .expect("handshake hung");
+    let (Stream::Tls(mut server), Stream::TlsClient(mut client)) =
+        (accepted.unwrap(), connected.unwrap())
+    else {
+        panic!("both sides must be TLS");
+    };
+    assert_eq!(server.get_ref().1.alpn_protocol(), None);
+    assert_eq!(client.get_ref().1.alpn_protocol(), None);
+    client.write_all(b"ping").await.unwrap();
+    client.flush().await.unwrap();
+    let mut got = [0u8; 4];
+    server.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping");
+}
+
+#[tokio::test]
+async fn mysql_server_modes_say_whether_to_ask_and_whether_plaintext_may_follow() {
+    let pki = Pki::must_generate();
+    let mode = |m| ServerTls::for_mysql(Some(&server_side(&pki, m, Some("ca.crt"))), "localhost");
+    let disable = mode(ServerTlsMode::Disable).unwrap();
+    assert!(!disable.wants_tls() && disable.allows_plaintext());
+    let (_listener, addr) = must_listen().await;
+    let refused = disable
+        .handshake(TcpStream::connect(addr).await.unwrap())
+        .await;
+    assert!(matches!(refused, Err(TlsError::Refused)));
+    let prefer = mode(ServerTlsMode::Prefer).unwrap();
+    assert!(prefer.wants_tls() && prefer.allows_plaintext());
+    for m in [ServerTlsMode::Require, ServerTlsMode::VerifyCa] {
+        let t = mode(m).unwrap();
+        assert!(t.wants_tls() && !t.allows_plaintext(), "{m:?}");
+    }
+}
