@@ -41,6 +41,10 @@ pub struct PoolSpec {
     pub tls: Option<String>,
     /// Lines of `[pools.leaks]`, if any.
     pub leaks: Option<String>,
+    /// `replicas`, as `host:port`.
+    pub replicas: Vec<String>,
+    /// Lines of `[pools.routing]`, if any.
+    pub routing: Option<String>,
 }
 
 impl PoolSpec {
@@ -51,6 +55,8 @@ impl PoolSpec {
             limits: limits.to_owned(),
             tls: None,
             leaks: None,
+            replicas: Vec::new(),
+            routing: None,
         }
     }
     pub fn session(limits: &str) -> Self {
@@ -60,10 +66,19 @@ impl PoolSpec {
             limits: limits.to_owned(),
             tls: None,
             leaks: None,
+            replicas: Vec::new(),
+            routing: None,
         }
     }
     pub fn leaks(mut self, lines: &str) -> Self {
         self.leaks = Some(lines.to_owned());
+        self
+    }
+
+    /// Read/write split onto `replicas` with `routing` lines (`split = true` is added).
+    pub fn split(mut self, replicas: &[String], routing: &str) -> Self {
+        self.replicas = replicas.to_vec();
+        self.routing = Some(format!("split = true\n{routing}"));
         self
     }
 
@@ -97,12 +112,14 @@ protocol = "postgres"
 listen = "127.0.0.1:0"
 mode = "{mode}"
 primary = "{primary}"
+replicas = [{replicas}]
 client_auth = "{auth}"
 
 [pools.limits]
 {limits}
 {tls}
 {leaks}
+{routing}
 
 [[pools.users]]
 name = "{USER}"
@@ -120,6 +137,17 @@ password = "{PASSWORD}"
             .leaks
             .as_ref()
             .map(|t| format!("[pools.leaks]\n{t}\n"))
+            .unwrap_or_default(),
+        replicas = spec
+            .replicas
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        routing = spec
+            .routing
+            .as_ref()
+            .map(|t| format!("[pools.routing]\n{t}\n"))
             .unwrap_or_default(),
     )
 }
