@@ -20,7 +20,7 @@ use sidepool_protocol::mysql::packet::{self, Scanner, Step};
 use sidepool_protocol::mysql::response::{self, Event, Expect, Tracker};
 use sidepool_protocol::mysql::{StatusFlags, command as com};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::debug;
+use tracing::{debug, trace};
 
 use super::MyService;
 use super::backend::{MyConnector, Reply, ServerConn, SessionState};
@@ -303,6 +303,7 @@ impl Relay {
             return Ok(true);
         };
         let text = com::text(&payload);
+        trace!(code, seq, len = payload.len(), "client command");
         if matches!(code, com::QUERY | com::STMT_PREPARE) {
             self.login.info.set_statement(text);
         }
@@ -726,8 +727,12 @@ impl Relay {
             return Ok(outcome);
         }
         let mut first_packet = true;
+        // Set once the tracker has seen the response's last packet; kept across reads, because
+        // that packet may be one the scanner streams (a parameter or column definition ends a
+        // COM_STMT_PREPARE response under CLIENT_DEPRECATE_EOF) and its tail may come in a later
+        // read. The response is over when `done` and the scanner is at a packet boundary.
+        let mut done = false;
         loop {
-            let mut done = false;
             let mut infile = false;
             loop {
                 let step = scan.step(&conn.buf, packet::MAX_PAYLOAD, |p| {
