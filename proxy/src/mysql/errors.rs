@@ -25,6 +25,8 @@ pub const NOT_SUPPORTED_YET: u16 = 1235;
 pub const SERVER_SHUTDOWN: u16 = 1053;
 /// `ER_NET_PACKETS_OUT_OF_ORDER`-class protocol error (1156), for malformed client packets.
 pub const PACKETS_OUT_OF_ORDER: u16 = 1156;
+/// `ER_UNKNOWN_COM_ERROR` (1047): MariaDB's answer to COM_CHANGE_USER after three failures.
+pub const UNKNOWN_COM_ERROR: u16 = 1047;
 /// `ER_HANDSHAKE_ERROR` (1043).
 pub const HANDSHAKE_ERROR: u16 = 1043;
 /// `ER_SECURE_TRANSPORT_REQUIRED` (3159).
@@ -35,7 +37,7 @@ fn state(code: u16) -> &'static str {
     match code {
         TOO_MANY_CONNECTIONS => "08004",
         ACCESS_DENIED => "28000",
-        HANDSHAKE_ERROR | PACKETS_OUT_OF_ORDER | SERVER_SHUTDOWN => "08S01",
+        HANDSHAKE_ERROR | PACKETS_OUT_OF_ORDER | SERVER_SHUTDOWN | UNKNOWN_COM_ERROR => "08S01",
         _ => "HY000",
     }
 }
@@ -43,6 +45,14 @@ fn state(code: u16) -> &'static str {
 /// An ERR packet (header included) with sequence id `seq`.
 pub fn error(seq: u8, code: u16, message: &str) -> Vec<u8> {
     packet::encode(seq, &err_packet(code, state(code), message))
+}
+
+/// The server's text for error 1045, so drivers and people read it as usual.
+pub fn access_denied(user: &str, host: std::net::IpAddr, used_password: bool) -> String {
+    format!(
+        "Access denied for user '{user}'@'{host}' (using password: {})",
+        if used_password { "YES" } else { "NO" }
+    )
 }
 
 /// The ERR payload a client gets when checking out a server connection failed.

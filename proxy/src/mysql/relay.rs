@@ -26,7 +26,7 @@ use super::MyService;
 use super::backend::{MyConnector, Reply, ServerConn, SessionState};
 use super::client::Login;
 use super::effects::{Effect, effects, reads_last_insert_id};
-use super::errors::{self, CLIENT_INTERACTION_TIMEOUT, NOT_SUPPORTED_YET, UNKNOWN_STMT_HANDLER};
+use super::errors::{self, CLIENT_INTERACTION_TIMEOUT, UNKNOWN_STMT_HANDLER};
 use super::replay;
 use crate::error::{BackendError, SessionError};
 use crate::io::write_reading;
@@ -42,6 +42,8 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 const DEAD_RETRIES: usize = 3;
 /// How much a peer may send while sidepool writes to it (see [`write_reading`]).
 const INBOX_CAP: usize = 64 << 20;
+
+mod change_user;
 
 type Conn = Pooled<MyConnector, Arc<crate::session::ClientInfo>>;
 
@@ -84,6 +86,8 @@ pub(crate) struct Relay {
     /// Last status flags the client saw.
     status: StatusFlags,
     session_mode: bool,
+    /// COM_CHANGE_USER attempts that failed authentication on this connection.
+    change_user_failures: u8,
 }
 
 /// Why a connection is kept past the end of a statement outside a transaction.
@@ -132,6 +136,7 @@ impl Relay {
             long_data: false,
             closing: false,
             status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            change_user_failures: 0,
         };
         let result = relay.run().await;
         if relay.pinned.is_some() {
@@ -202,6 +207,25 @@ impl Relay {
     /// Checks the login schema once per (user, schema) and, in session mode, takes the
     /// session's connection; then sends the login OK. `false`: the client was refused.
     async fn finish_login(&mut self, seq: u8) -> Result<bool, SessionError> {
+        if let Err(err) = self.verify_schema().await {
+            self.client
+                .write_all(&packet::encode(seq, &err))
+                .await
+                .map_err(SessionError::ClientIo)?;
+            return Ok(false);
+        }
+        let ok = response::ok_packet(0, 0, self.status, 0);
+        self.client
+            .write_all(&packet::encode(seq, &ok))
+            .await
+            .map_err(SessionError::ClientIo)?;
+        Ok(true)
+    }
+
+    /// Makes sure the server accepts the client's schema for its user (once per pair, then
+    /// remembered) and, in session mode, attaches the session's connection. `Err` carries the
+    /// ERR payload for the client (unknown database, no access, checkout failure).
+    async fn verify_schema(&mut self) -> Result<(), Vec<u8>> {
         let known = match &self.state.schema {
             None => true,
             Some(db) => self
@@ -210,30 +234,20 @@ impl Relay {
                 .lock()
                 .contains(&(self.login.info.user.clone(), db.clone())),
         };
-        if !known || self.session_mode {
-            if let Err(err) = self.attach().await {
-                self.client
-                    .write_all(&packet::encode(seq, &err))
-                    .await
-                    .map_err(SessionError::ClientIo)?;
-                return Ok(false);
-            }
-            if let Some(db) = &self.state.schema {
-                self.svc
-                    .known_schemas
-                    .lock()
-                    .insert((self.login.info.user.clone(), db.clone()));
-            }
-            if !self.session_mode {
-                self.detach().await;
-            }
+        if known && !self.session_mode {
+            return Ok(());
         }
-        let ok = response::ok_packet(0, 0, self.status, 0);
-        self.client
-            .write_all(&packet::encode(seq, &ok))
-            .await
-            .map_err(SessionError::ClientIo)?;
-        Ok(true)
+        self.attach().await?;
+        if let Some(db) = &self.state.schema {
+            self.svc
+                .known_schemas
+                .lock()
+                .insert((self.login.info.user.clone(), db.clone()));
+        }
+        if !self.session_mode {
+            self.detach().await;
+        }
+        Ok(())
     }
 
     /// Waits for the next whole command, a kill, or the client leaving.
@@ -327,10 +341,7 @@ impl Relay {
                 }
             }
             com::RESET_CONNECTION => self.reset_connection(seq).await?,
-            com::CHANGE_USER => {
-                let msg = "sidepool: COM_CHANGE_USER is not supported through a pool; reconnect as the other user";
-                self.reply_error(seq, NOT_SUPPORTED_YET, msg).await?;
-            }
+            com::CHANGE_USER => self.change_user(seq, &payload).await?,
             com::STMT_PREPARE => self.prepare(seq, payload).await?,
             com::STMT_EXECUTE | com::STMT_SEND_LONG_DATA | com::STMT_RESET | com::STMT_FETCH => {
                 self.statement_command(seq, payload).await?;

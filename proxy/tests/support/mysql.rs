@@ -48,6 +48,23 @@ password = "{PASSWORD}"
     )
 }
 
+/// [`config_text`] with more `[[pools.users]]` entries after `app`.
+pub fn config_text_with_users(
+    primary: &str,
+    mode: &str,
+    client_auth: &str,
+    limits: &str,
+    users: &[(&str, &str)],
+) -> String {
+    let mut text = config_text(primary, mode, client_auth, limits);
+    for (name, password) in users {
+        text.push_str(&format!(
+            "\n[[pools.users]]\nname = \"{name}\"\npassword = \"{password}\"\n"
+        ));
+    }
+    text
+}
+
 /// sidepool with one MySQL pool running in this process.
 pub struct MyProxy {
     pub addr: SocketAddr,
@@ -72,8 +89,12 @@ impl MyProxy {
 
     /// A pool in front of `primary` (`host:port`), e.g. a [`Trickle`] in front of MariaDB.
     pub async fn must_start_at(primary: &str, mode: &str, auth: &str, limits: &str) -> MyProxy {
-        let text = config_text(primary, mode, auth, limits);
-        let config = sidepool_config::parse(&text, "test.toml", &|_| None)
+        Self::must_start_config(&config_text(primary, mode, auth, limits)).await
+    }
+
+    /// sidepool running `text` (a config with one pool named `test`).
+    pub async fn must_start_config(text: &str) -> MyProxy {
+        let config = sidepool_config::parse(text, "test.toml", &|_| None)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
         let server = Server::start(&config).await.expect("sidepool starts");
         let addr = server.local_addr("test").expect("pool bound");
