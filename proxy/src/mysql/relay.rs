@@ -196,9 +196,12 @@ impl Relay {
         } else {
             errors::SERVER_SHUTDOWN
         };
+        // Sequence id 1, as if answering the client's next command: the client is idle between
+        // commands, and drivers (mysql_async, PyMySQL, Connector/Python) read this packet as
+        // that answer; with id 0 they report "packets out of order" instead of the error.
         let _ = self
             .client
-            .write_all(&errors::error(0, code, &reason))
+            .write_all(&errors::error(1, code, &reason))
             .await;
         let _ = self.client.shutdown().await;
         self.finish(false).await

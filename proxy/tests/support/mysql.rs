@@ -23,6 +23,11 @@ pub fn must_start_mariadb() -> MariaDbServer {
     db
 }
 
+/// `host:port` of a testbed server.
+pub fn primary(db: &MariaDbServer) -> String {
+    format!("{}:{}", db.host(), db.port())
+}
+
 /// The TOML of a one-pool MySQL config in front of `primary`.
 pub fn config_text(primary: &str, mode: &str, client_auth: &str, limits: &str) -> String {
     format!(
@@ -133,6 +138,16 @@ impl MyProxy {
         mysql_async::Conn::new(opts)
             .await
             .expect("connect through sidepool")
+    }
+
+    /// Suspected leaks now, ever, and clients that left a transaction open.
+    pub fn leaks(&self) -> (u64, u64, u64) {
+        self.server().leaks("test").expect("pool exists")
+    }
+
+    /// The admin HTTP listener (metrics, health).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server().admin_addr()
     }
 
     /// The pool's statistics snapshot.
