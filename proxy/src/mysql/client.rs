@@ -65,9 +65,12 @@ pub async fn serve(
              [pools.limits] max_clients, or use fewer connections per application instance",
             svc.name, svc.max_clients
         );
-        let _ = stream
-            .write_all(&errors::error(0, TOO_MANY_CONNECTIONS, &msg))
-            .await;
+        let refusal = errors::before_greeting(&sidepool_protocol::mysql::response::err_packet(
+            TOO_MANY_CONNECTIONS,
+            "08004",
+            &msg,
+        ));
+        let _ = stream.write_all(&packet::encode(0, &refusal)).await;
         warn!(pool = %svc.name, client.addr = %addr, "client rejected: max_clients reached");
         svc.metrics.rejected_max_clients();
         return;
@@ -161,7 +164,7 @@ async fn login(
     let backend = match backend_greeting(svc, addr).await {
         Ok(g) => g,
         Err(err) => {
-            let _ = send(stream, &packet::encode(0, &err)).await;
+            let _ = send(stream, &packet::encode(0, &errors::before_greeting(&err))).await;
             return Ok(None);
         }
     };
