@@ -249,6 +249,12 @@ impl Sessions {
         }
     }
 
+    /// Puts `info` in the place of the registered client with the same id (a new login on
+    /// the same connection); the caller's registration guard stays valid.
+    pub fn replace(&self, info: &Arc<ClientInfo>) {
+        self.map.lock().insert(info.id, Arc::downgrade(info));
+    }
+
     /// Every client logged in now, oldest first.
     pub fn list(&self) -> Vec<Arc<ClientInfo>> {
         let mut all: Vec<Arc<ClientInfo>> =

@@ -82,6 +82,45 @@ impl ClientInfo {
         }
     }
 
+    /// The same session under another login (MySQL COM_CHANGE_USER): same id, pool, address
+    /// and connect time, the new user, database and application name, nothing recorded yet.
+    /// An end already asked of `self` carries over (see [`ClientInfo::carry_ending_from`]).
+    pub fn with_identity(&self, user: String, database: String, application_name: String) -> Self {
+        let info = ClientInfo {
+            id: self.id,
+            pool: self.pool.clone(),
+            addr: self.addr,
+            user,
+            database,
+            application_name,
+            connected_at: self.connected_at,
+            last_activity_ms: AtomicU64::new(self.connected_at.elapsed().as_millis() as u64),
+            busy: AtomicBool::new(false),
+            last_statement: Mutex::new(String::new()),
+            kill: Notify::new(),
+            kill_reason: Mutex::new(None),
+            ending: AtomicU8::new(NOT_ENDING),
+            hold_expected: AtomicBool::new(self.hold_expected()),
+        };
+        info.carry_ending_from(self);
+        info
+    }
+
+    /// Asks `self` to end the way `old` was asked to, if it was and `self` was not (an end
+    /// asked of a session's previous [`ClientInfo`] while it was being replaced).
+    pub fn carry_ending_from(&self, old: &ClientInfo) {
+        let ending = old.ending.load(Ordering::Relaxed);
+        if ending == NOT_ENDING || self.ending.load(Ordering::Relaxed) != NOT_ENDING {
+            return;
+        }
+        let reason = old.kill_reason().unwrap_or_default();
+        if ending == END_NOW {
+            self.kill(reason);
+        } else {
+            self.end_gracefully(reason);
+        }
+    }
+
     /// Records a sign of life now; `busy`: whether the server now works for the client.
     pub fn touch(&self, busy: bool) {
         let ms = self.connected_at.elapsed().as_millis() as u64;

@@ -255,6 +255,103 @@ pub fn handshake_response(r: &HandshakeResponse41) -> Vec<u8> {
     out
 }
 
+/// A client's COM_CHANGE_USER: log in again as `user` on the same connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangeUser {
+    /// User name.
+    pub user: String,
+    /// Auth plugin response data, computed with the last nonce the server sent.
+    pub auth_response: Vec<u8>,
+    /// Schema to use; `None` when empty.
+    pub database: Option<String>,
+    /// Collation id, when the client sent one.
+    pub collation: Option<u16>,
+    /// The auth plugin the response is for, when the client named one.
+    pub auth_plugin: Option<String>,
+    /// Connection attributes, e.g. `program_name`.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl ChangeUser {
+    /// The value of a connection attribute.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits a NUL-terminated string off the front of `buf`.
+fn nul_str(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = buf.iter().position(|&b| b == 0)?;
+    Some((&buf[..end], &buf[end + 1..]))
+}
+
+/// Decodes COM_CHANGE_USER (command byte included) as sent on a connection that negotiated
+/// `capabilities`. Only protocol-41 clients with CLIENT_SECURE_CONNECTION (a one-byte
+/// auth-data length) are accepted, as MySQL 8 and MariaDB do. Every length is checked
+/// against the packet before use.
+///
+/// # Errors
+/// A wrong command byte, a missing terminator or a field that runs past the end.
+pub fn parse_change_user(payload: &[u8], capabilities: CapabilityFlags) -> Result<ChangeUser> {
+    let bad = |why| malformed("COM_CHANGE_USER", why);
+    let Some((&0x11, rest)) = payload.split_first() else {
+        return Err(bad("not COM_CHANGE_USER"));
+    };
+    if !capabilities.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
+        return Err(bad("client without CLIENT_SECURE_CONNECTION"));
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (user, rest) = nul_str(rest).ok_or_else(|| bad("user name not terminated"))?;
+    let (&len, rest) = rest.split_first().ok_or_else(|| bad("auth data missing"))?;
+    let auth_response = rest
+        .get(..usize::from(len))
+        .ok_or_else(|| bad("auth data cut short"))?;
+    let rest = &rest[usize::from(len)..];
+    // Some clients leave the schema's terminator out when nothing follows it.
+    let (database, mut rest) = nul_str(rest).unwrap_or((rest, &[]));
+    let mut out = ChangeUser {
+        user: text(user),
+        auth_response: auth_response.to_vec(),
+        database: Some(text(database)).filter(|d| !d.is_empty()),
+        ..ChangeUser::default()
+    };
+    if rest.is_empty() {
+        return Ok(out);
+    }
+    let &[c0, c1, ref after @ ..] = rest else {
+        return Err(bad("collation cut short"));
+    };
+    out.collation = Some(u16::from_le_bytes([c0, c1]));
+    rest = after;
+    if capabilities.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) && !rest.is_empty() {
+        let (plugin, after) = nul_str(rest).ok_or_else(|| bad("plugin name not terminated"))?;
+        out.auth_plugin = Some(text(plugin)).filter(|p| !p.is_empty());
+        rest = after;
+    }
+    if capabilities.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS) && !rest.is_empty() {
+        let (total, n) = super::lenenc_int(rest).ok_or_else(|| bad("attributes length"))?;
+        let mut attrs = usize::try_from(total)
+            .ok()
+            .and_then(|t| rest.get(n..n.checked_add(t)?))
+            .ok_or_else(|| bad("attributes cut short"))?;
+        while !attrs.is_empty() {
+            let (k, a) = super::lenenc_str(attrs).ok_or_else(|| bad("attribute name"))?;
+            let (v, b) = attrs
+                .get(a..)
+                .and_then(super::lenenc_str)
+                .ok_or_else(|| bad("attribute value"))?;
+            out.attributes
+                .push((text(k.unwrap_or_default()), text(v.unwrap_or_default())));
+            attrs = attrs.get(a + b..).unwrap_or_default();
+        }
+        out.attributes.sort();
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +449,65 @@ mod tests {
             *b = 0xFE;
         }
         let _ = parse_handshake_response(&junk);
+    }
+
+    fn caps_for_change_user() -> CapabilityFlags {
+        CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH
+            | CapabilityFlags::CLIENT_CONNECT_ATTRS
+    }
+
+    #[test]
+    fn change_user_parses_what_mysql_common_writes() {
+        use mysql_common::packets::{ComChangeUser, ComChangeUserMoreData};
+        use mysql_common::proto::MySerialize;
+        use std::collections::HashMap;
+        let attrs = HashMap::from([("program_name".to_owned(), "app-2".to_owned())]);
+        let packet = ComChangeUser::new()
+            .with_user(Some(&b"other"[..]))
+            .with_database(Some(&b"app"[..]))
+            .with_auth_plugin_data(Some(&[7u8; 32][..]))
+            .with_more_data(Some(
+                ComChangeUserMoreData::new(45)
+                    .with_auth_plugin(Some(mysql_common::packets::AuthPlugin::CachingSha2Password))
+                    .with_connect_attributes(Some(attrs)),
+            ));
+        let mut bytes = Vec::new();
+        packet.serialize(&mut bytes);
+        let c = parse_change_user(&bytes, caps_for_change_user()).unwrap();
+        assert_eq!(c.user, "other");
+        assert_eq!(c.auth_response, vec![7u8; 32]);
+        assert_eq!(c.database.as_deref(), Some("app"));
+        assert_eq!(c.collation, Some(45));
+        assert_eq!(c.auth_plugin.as_deref(), Some("caching_sha2_password"));
+        assert_eq!(c.attribute("program_name"), Some("app-2"));
+    }
+
+    #[test]
+    fn change_user_without_more_data_and_hostile_bytes() {
+        // 0x11, "u\0", 0-byte auth, "" schema.
+        let minimal = [0x11, b'u', 0, 0, 0];
+        let c = parse_change_user(&minimal, caps_for_change_user()).unwrap();
+        assert_eq!(
+            (c.user.as_str(), c.database, c.collation),
+            ("u", None, None)
+        );
+        // An auth length past the end, a missing user terminator, a wrong command byte.
+        assert!(parse_change_user(&[0x11, b'u', 0, 200, 1, 2], caps_for_change_user()).is_err());
+        assert!(parse_change_user(&[0x11, b'u'], caps_for_change_user()).is_err());
+        assert!(parse_change_user(&[0x03, b'u', 0, 0, 0], caps_for_change_user()).is_err());
+        // An attribute block that claims more than the packet holds.
+        let mut big = vec![0x11, b'u', 0, 0, 0, 45, 0];
+        big.extend_from_slice(b"caching_sha2_password\0");
+        big.extend_from_slice(&[0xFC, 0xFF, 0xFF, 3, b'a']);
+        assert!(parse_change_user(&big, caps_for_change_user()).is_err());
+        // Every prefix of a full packet parses or fails without panicking.
+        let mut full = big[..big.len() - 5].to_vec();
+        full.extend_from_slice(&[4, 1, b'k', 1, b'v']);
+        assert!(parse_change_user(&full, caps_for_change_user()).is_ok());
+        for n in 0..full.len() {
+            let _ = parse_change_user(&full[..n], caps_for_change_user());
+        }
     }
 }

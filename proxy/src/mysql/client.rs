@@ -48,6 +48,8 @@ pub struct Login {
     pub capabilities: CapabilityFlags,
     /// Sequence id of the final OK (or ERR) of the login.
     pub next_seq: u8,
+    /// The last nonce sent to the client, which a COM_CHANGE_USER's auth data answers.
+    pub nonce: Vec<u8>,
 }
 
 /// Serves one accepted client connection to the end. `permit` is `None` when the pool's
@@ -67,9 +69,12 @@ pub async fn serve(
              [pools.limits] max_clients, or use fewer connections per application instance",
             svc.name, svc.max_clients
         );
-        let _ = stream
-            .write_all(&errors::error(0, TOO_MANY_CONNECTIONS, &msg))
-            .await;
+        let refusal = errors::before_greeting(&sidepool_protocol::mysql::response::err_packet(
+            TOO_MANY_CONNECTIONS,
+            "08004",
+            &msg,
+        ));
+        let _ = stream.write_all(&packet::encode(0, &refusal)).await;
         warn!(pool = %svc.name, client.addr = %addr, "client rejected: max_clients reached");
         svc.metrics.rejected_max_clients();
         return;
@@ -193,7 +198,7 @@ async fn login(
     let backend = match backend_greeting(svc, addr).await {
         Ok(g) => g,
         Err(err) => {
-            let _ = send(&mut stream, &packet::encode(0, &err)).await;
+            let _ = send(&mut stream, &packet::encode(0, &errors::before_greeting(&err))).await;
             return Ok(None);
         }
     };
@@ -201,7 +206,7 @@ async fn login(
         ClientAuth::Password => auth::CACHING_SHA2,
         _ => auth::NATIVE,
     };
-    let nonce = auth::new_nonce();
+    let mut nonce = auth::new_nonce().to_vec();
     let mut offered = OFFERED & backend.capabilities;
     // TLS towards clients is sidepool's own, whatever the backend offers.
     offered.set(CapabilityFlags::CLIENT_SSL, svc.client_tls.offers_tls());
@@ -210,7 +215,7 @@ async fn login(
         connection_id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         capabilities: offered,
         status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
-        nonce: nonce.to_vec(),
+        nonce: nonce.clone(),
         auth_plugin: plugin.to_owned(),
         ..backend
     };
@@ -278,7 +283,7 @@ async fn login(
         }
     };
     let mut next = seq.wrapping_add(1);
-    if !authenticate(svc, &mut stream, buf, &hello, plugin, &nonce, &mut next).await? {
+    if !authenticate(svc, &mut stream, buf, &hello, plugin, &mut nonce, &mut next).await? {
         let msg = format!(
             "Access denied for user '{}'@'{}' (using password: {})",
             hello.user,
@@ -313,31 +318,32 @@ async fn login(
         },
         capabilities,
         next_seq: next,
+        nonce,
     };
     Ok(Some((stream, login)))
 }
 
 /// Checks the client's scramble, switching it to sidepool's plugin first when it answered
-/// for another. Unknown users go through the same exchange and fail the same way.
-async fn authenticate(
+/// for another (`nonce` is then the new one). Unknown users go through the same exchange and
+/// fail the same way. Used at login and for COM_CHANGE_USER.
+pub(super) async fn authenticate(
     svc: &MyService,
     stream: &mut Stream,
     buf: &mut BytesMut,
     hello: &HandshakeResponse41,
     plugin: &str,
-    nonce: &[u8],
+    nonce: &mut Vec<u8>,
     next: &mut u8,
 ) -> Result<bool, SessionError> {
     if svc.client_auth == ClientAuth::Trust {
         return Ok(true);
     }
     let mut response = hello.auth_response.clone();
-    let mut nonce = nonce.to_vec();
     if hello.auth_plugin.as_deref().unwrap_or(auth::NATIVE) != plugin {
-        nonce = auth::new_nonce().to_vec();
+        *nonce = auth::new_nonce().to_vec();
         send(
             stream,
-            &packet::encode(*next, &auth::auth_switch_request(plugin, &nonce)),
+            &packet::encode(*next, &auth::auth_switch_request(plugin, nonce)),
         )
         .await?;
         let Some((seq, payload)) = read_packet(stream, buf).await? else {
@@ -347,7 +353,7 @@ async fn authenticate(
         *next = seq.wrapping_add(1);
     }
     let password = svc.users.get(&hello.user);
-    let ok = password.is_some_and(|p| auth::verify(plugin, &nonce, p.as_bytes(), &response));
+    let ok = password.is_some_and(|p| auth::verify(plugin, nonce, p.as_bytes(), &response));
     if !ok && plugin == auth::CACHING_SHA2 && stream.is_tls() {
         // caching_sha2's full authentication, as a server with an empty cache does it: over
         // TLS the client sends its password in clear. (Without TLS sidepool offers no RSA key

@@ -6,7 +6,6 @@ use sidepool_protocol::mysql::packet;
 use sidepool_protocol::mysql::response::err_packet;
 
 use crate::error::BackendError;
-use crate::pg::errors::chain;
 
 /// `ER_CON_COUNT_ERROR` (1040, "Too many connections"): pool exhausted, wait timeout,
 /// max_waiting, max_clients.
@@ -25,6 +24,8 @@ pub const NOT_SUPPORTED_YET: u16 = 1235;
 pub const SERVER_SHUTDOWN: u16 = 1053;
 /// `ER_NET_PACKETS_OUT_OF_ORDER`-class protocol error (1156), for malformed client packets.
 pub const PACKETS_OUT_OF_ORDER: u16 = 1156;
+/// `ER_UNKNOWN_COM_ERROR` (1047): MariaDB's answer to COM_CHANGE_USER after three failures.
+pub const UNKNOWN_COM_ERROR: u16 = 1047;
 /// `ER_HANDSHAKE_ERROR` (1043).
 pub const HANDSHAKE_ERROR: u16 = 1043;
 /// `ER_SECURE_TRANSPORT_REQUIRED` (3159).
@@ -35,7 +36,7 @@ fn state(code: u16) -> &'static str {
     match code {
         TOO_MANY_CONNECTIONS => "08004",
         ACCESS_DENIED => "28000",
-        HANDSHAKE_ERROR | PACKETS_OUT_OF_ORDER | SERVER_SHUTDOWN => "08S01",
+        HANDSHAKE_ERROR | PACKETS_OUT_OF_ORDER | SERVER_SHUTDOWN | UNKNOWN_COM_ERROR => "08S01",
         _ => "HY000",
     }
 }
@@ -43,6 +44,44 @@ fn state(code: u16) -> &'static str {
 /// An ERR packet (header included) with sequence id `seq`.
 pub fn error(seq: u8, code: u16, message: &str) -> Vec<u8> {
     packet::encode(seq, &err_packet(code, state(code), message))
+}
+
+/// An ERR payload in the form sent before the greeting, when the client's capabilities are
+/// not known yet: code and message without the `#` SQLSTATE marker (as MySQL's own "Too many
+/// connections" before the handshake). Drivers would otherwise show `#HY000` in the message.
+pub fn before_greeting(payload: &[u8]) -> Vec<u8> {
+    match payload {
+        [0xFF, c0, c1, b'#', _, _, _, _, _, message @ ..] => {
+            let mut out = vec![0xFF, *c0, *c1];
+            out.extend_from_slice(message);
+            out
+        }
+        other => other.to_vec(),
+    }
+}
+
+/// `e` and its causes, each cause left out when an earlier text already shows it (an I/O
+/// error's Display often repeats its source).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+/// The server's text for error 1045, so drivers and people read it as usual.
+pub fn access_denied(user: &str, host: std::net::IpAddr, used_password: bool) -> String {
+    format!(
+        "Access denied for user '{user}'@'{host}' (using password: {})",
+        if used_password { "YES" } else { "NO" }
+    )
 }
 
 /// The ERR payload a client gets when checking out a server connection failed.
@@ -80,7 +119,7 @@ pub fn checkout_failed(pool: &str, backend: &str, e: &PoolError<BackendError>) -
             format!(
                 "sidepool: Can't connect to MySQL server on '{backend}' (pool \"{pool}\"): {}; \
                  check that the database is up and reachable from this pod",
-                chain(e)
+                causes(e)
             ),
         ),
         PoolError::ConnectTimeout(after) => (
@@ -97,4 +136,33 @@ pub fn checkout_failed(pool: &str, backend: &str, e: &PoolError<BackendError>) -
         ),
     };
     err_packet(code, state(code), &msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_before_the_greeting_have_no_sqlstate_marker() {
+        let with = err_packet(2003, "HY000", "sidepool: down");
+        assert_eq!(
+            before_greeting(&with),
+            b"\xFF\xD3\x07sidepool: down".to_vec()
+        );
+        let without = [0xFF, 0x10, 0x04, b'x'];
+        assert_eq!(before_greeting(&without), without.to_vec());
+        assert_eq!(before_greeting(&[]), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn causes_are_not_repeated() {
+        let e = BackendError::Io {
+            addr: "db:3306".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(
+            causes(&e),
+            "cannot reach backend db:3306: connection refused"
+        );
+    }
 }

@@ -20,13 +20,13 @@ use sidepool_protocol::mysql::packet::{self, Scanner, Step};
 use sidepool_protocol::mysql::response::{self, Event, Expect, Tracker};
 use sidepool_protocol::mysql::{StatusFlags, command as com};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::debug;
+use tracing::{debug, trace};
 
 use super::MyService;
 use super::backend::{MyConnector, Reply, ServerConn, SessionState};
 use super::client::Login;
 use super::effects::{Effect, effects, reads_last_insert_id};
-use super::errors::{self, CLIENT_INTERACTION_TIMEOUT, NOT_SUPPORTED_YET, UNKNOWN_STMT_HANDLER};
+use super::errors::{self, CLIENT_INTERACTION_TIMEOUT, UNKNOWN_STMT_HANDLER};
 use super::replay;
 use crate::error::{BackendError, SessionError};
 use crate::io::write_reading;
@@ -44,6 +44,7 @@ const DEAD_RETRIES: usize = 3;
 const INBOX_CAP: usize = 64 << 20;
 
 pub mod routing;
+mod change_user;
 
 type Conn = Pooled<MyConnector, Arc<crate::session::ClientInfo>>;
 
@@ -95,6 +96,8 @@ pub(crate) struct Relay {
     target: Option<usize>,
     /// The client's read-your-writes window.
     ryw: crate::route::ReadYourWrites,
+    /// COM_CHANGE_USER attempts that failed authentication on this connection.
+    change_user_failures: u8,
 }
 
 /// Why a connection is kept past the end of a statement outside a transaction.
@@ -145,6 +148,7 @@ impl Relay {
             status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
             target: None,
             ryw: Default::default(),
+            change_user_failures: 0,
         };
         let result = relay.run().await;
         if relay.pinned.is_some() {
@@ -204,9 +208,12 @@ impl Relay {
         } else {
             errors::SERVER_SHUTDOWN
         };
+        // Sequence id 1, as if answering the client's next command: the client is idle between
+        // commands, and drivers (mysql_async, PyMySQL, Connector/Python) read this packet as
+        // that answer; with id 0 they report "packets out of order" instead of the error.
         let _ = self
             .client
-            .write_all(&errors::error(0, code, &reason))
+            .write_all(&errors::error(1, code, &reason))
             .await;
         let _ = self.client.shutdown().await;
         self.finish(false).await
@@ -215,31 +222,12 @@ impl Relay {
     /// Checks the login schema once per (user, schema) and, in session mode, takes the
     /// session's connection; then sends the login OK. `false`: the client was refused.
     async fn finish_login(&mut self, seq: u8) -> Result<bool, SessionError> {
-        let known = match &self.state.schema {
-            None => true,
-            Some(db) => self
-                .svc
-                .known_schemas
-                .lock()
-                .contains(&(self.login.info.user.clone(), db.clone())),
-        };
-        if !known || self.session_mode {
-            if let Err(err) = self.attach().await {
-                self.client
-                    .write_all(&packet::encode(seq, &err))
-                    .await
-                    .map_err(SessionError::ClientIo)?;
-                return Ok(false);
-            }
-            if let Some(db) = &self.state.schema {
-                self.svc
-                    .known_schemas
-                    .lock()
-                    .insert((self.login.info.user.clone(), db.clone()));
-            }
-            if !self.session_mode {
-                self.detach().await;
-            }
+        if let Err(err) = self.verify_schema().await {
+            self.client
+                .write_all(&packet::encode(seq, &err))
+                .await
+                .map_err(SessionError::ClientIo)?;
+            return Ok(false);
         }
         if !self.svc.replicas.is_empty() {
             // Replica checks log in as the last client did.
@@ -251,6 +239,34 @@ impl Relay {
             .await
             .map_err(SessionError::ClientIo)?;
         Ok(true)
+    }
+
+    /// Makes sure the server accepts the client's schema for its user (once per pair, then
+    /// remembered) and, in session mode, attaches the session's connection. `Err` carries the
+    /// ERR payload for the client (unknown database, no access, checkout failure).
+    async fn verify_schema(&mut self) -> Result<(), Vec<u8>> {
+        let known = match &self.state.schema {
+            None => true,
+            Some(db) => self
+                .svc
+                .known_schemas
+                .lock()
+                .contains(&(self.login.info.user.clone(), db.clone())),
+        };
+        if known && !self.session_mode {
+            return Ok(());
+        }
+        self.attach().await?;
+        if let Some(db) = &self.state.schema {
+            self.svc
+                .known_schemas
+                .lock()
+                .insert((self.login.info.user.clone(), db.clone()));
+        }
+        if !self.session_mode {
+            self.detach().await;
+        }
+        Ok(())
     }
 
     /// Waits for the next whole command, a kill, or the client leaving.
@@ -320,6 +336,7 @@ impl Relay {
             return Ok(true);
         };
         let text = com::text(&payload);
+        trace!(code, seq, len = payload.len(), "client command");
         if matches!(code, com::QUERY | com::STMT_PREPARE) {
             self.login.info.set_statement(text);
         }
@@ -349,10 +366,7 @@ impl Relay {
                 }
             }
             com::RESET_CONNECTION => self.reset_connection(seq).await?,
-            com::CHANGE_USER => {
-                let msg = "sidepool: COM_CHANGE_USER is not supported through a pool; reconnect as the other user";
-                self.reply_error(seq, NOT_SUPPORTED_YET, msg).await?;
-            }
+            com::CHANGE_USER => self.change_user(seq, &payload).await?,
             com::STMT_PREPARE => self.prepare(seq, payload).await?,
             com::STMT_EXECUTE | com::STMT_SEND_LONG_DATA | com::STMT_RESET | com::STMT_FETCH => {
                 self.statement_command(seq, payload).await?;
@@ -760,8 +774,12 @@ impl Relay {
             return Ok(outcome);
         }
         let mut first_packet = true;
+        // Set once the tracker has seen the response's last packet; kept across reads, because
+        // that packet may be one the scanner streams (a parameter or column definition ends a
+        // COM_STMT_PREPARE response under CLIENT_DEPRECATE_EOF) and its tail may come in a later
+        // read. The response is over when `done` and the scanner is at a packet boundary.
+        let mut done = false;
         loop {
-            let mut done = false;
             let mut infile = false;
             loop {
                 let step = scan.step(&conn.buf, packet::MAX_PAYLOAD, |p| {

@@ -23,6 +23,11 @@ pub fn must_start_mariadb() -> MariaDbServer {
     db
 }
 
+/// `host:port` of a testbed server.
+pub fn primary(db: &MariaDbServer) -> String {
+    format!("{}:{}", db.host(), db.port())
+}
+
 /// The TOML of a one-pool MySQL config in front of `primary`.
 pub fn config_text(primary: &str, mode: &str, client_auth: &str, limits: &str) -> String {
     format!(
@@ -48,6 +53,23 @@ password = "{PASSWORD}"
     )
 }
 
+/// [`config_text`] with more `[[pools.users]]` entries after `app`.
+pub fn config_text_with_users(
+    primary: &str,
+    mode: &str,
+    client_auth: &str,
+    limits: &str,
+    users: &[(&str, &str)],
+) -> String {
+    let mut text = config_text(primary, mode, client_auth, limits);
+    for (name, password) in users {
+        text.push_str(&format!(
+            "\n[[pools.users]]\nname = \"{name}\"\npassword = \"{password}\"\n"
+        ));
+    }
+    text
+}
+
 /// sidepool with one MySQL pool running in this process.
 pub struct MyProxy {
     pub addr: SocketAddr,
@@ -67,8 +89,17 @@ impl MyProxy {
         limits: &str,
     ) -> MyProxy {
         let primary = format!("{}:{}", db.host(), db.port());
-        let text = config_text(&primary, mode, auth, limits);
-        let config = sidepool_config::parse(&text, "test.toml", &|_| None)
+        Self::must_start_at(&primary, mode, auth, limits).await
+    }
+
+    /// A pool in front of `primary` (`host:port`), e.g. a [`Trickle`] in front of MariaDB.
+    pub async fn must_start_at(primary: &str, mode: &str, auth: &str, limits: &str) -> MyProxy {
+        Self::must_start_config(&config_text(primary, mode, auth, limits)).await
+    }
+
+    /// sidepool running `text` (a config with one pool named `test`).
+    pub async fn must_start_config(text: &str) -> MyProxy {
+        let config = sidepool_config::parse(text, "test.toml", &|_| None)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
         let server = Server::start(&config).await.expect("sidepool starts");
         let addr = server.local_addr("test").expect("pool bound");
@@ -109,6 +140,16 @@ impl MyProxy {
             .expect("connect through sidepool")
     }
 
+    /// Suspected leaks now, ever, and clients that left a transaction open.
+    pub fn leaks(&self) -> (u64, u64, u64) {
+        self.server().leaks("test").expect("pool exists")
+    }
+
+    /// The admin HTTP listener (metrics, health).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server().admin_addr()
+    }
+
     /// The pool's statistics snapshot.
     pub fn stats(&self) -> sidepool_pool::Stats {
         self.server().pool_stats("test").expect("pool exists")
@@ -127,4 +168,73 @@ pub async fn must_count_connections(db: &Arc<MariaDbServer>) -> usize {
     tokio::task::spawn_blocking(move || db.connections_of(USER).expect("processlist"))
         .await
         .expect("join")
+}
+
+/// A TCP relay in front of a real server that hands the server's bytes on in small pieces with
+/// a short pause between them, so that sidepool reads responses split at arbitrary points
+/// (inside headers, inside packets), as a loaded network or server produces now and then.
+/// Client-to-server bytes pass unchanged.
+pub struct Trickle {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Trickle {
+    /// Bytes per piece handed on.
+    pub const PIECE: usize = 5;
+
+    /// Listens on a free port and relays every connection to `upstream`.
+    pub async fn must_start(upstream: String) -> Trickle {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the trickle relay");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(server) = tokio::net::TcpStream::connect(&upstream).await {
+                        trickle(client, server).await;
+                    }
+                });
+            }
+        });
+        Trickle { addr, task }
+    }
+}
+
+impl Drop for Trickle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn trickle(client: tokio::net::TcpStream, server: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let up = tokio::io::copy(&mut client_rx, &mut server_tx);
+    let down = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            for piece in buf[..n].chunks(Trickle::PIECE) {
+                if client_tx.write_all(piece).await.is_err() {
+                    return;
+                }
+                // Pacing, not waiting for a state: the pause makes the pieces arrive as
+                // separate reads on sidepool's side.
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        () = down => {}
+    }
 }
