@@ -198,7 +198,11 @@ async fn login(
     let backend = match backend_greeting(svc, addr).await {
         Ok(g) => g,
         Err(err) => {
-            let _ = send(&mut stream, &packet::encode(0, &errors::before_greeting(&err))).await;
+            let _ = send(
+                &mut stream,
+                &packet::encode(0, &errors::before_greeting(&err)),
+            )
+            .await;
             return Ok(None);
         }
     };

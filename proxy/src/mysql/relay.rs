@@ -43,8 +43,8 @@ const DEAD_RETRIES: usize = 3;
 /// How much a peer may send while sidepool writes to it (see [`write_reading`]).
 const INBOX_CAP: usize = 64 << 20;
 
-pub mod routing;
 mod change_user;
+pub mod routing;
 
 type Conn = Pooled<MyConnector, Arc<crate::session::ClientInfo>>;
 
