@@ -7,14 +7,17 @@
 // Integration tests: a failed step is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+#[path = "support/pki.rs"]
+mod pki;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, SslOpts};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use pki::{Pki, toml_path};
 use sidepool::Server;
 use sidepool_loadtest::testbed::{MariaDbOptions, MariaDbServer};
 use sidepool_protocol::mysql::handshake::{self, HandshakeResponse41};
@@ -25,52 +28,6 @@ use tokio::net::TcpStream;
 const USER: &str = "app";
 const PASSWORD: &str = "app-secret";
 const DB: &str = "app";
-
-/// A CA, a certificate it signed for `localhost` and 127.0.0.1, and an unrelated CA, as files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-fn must_make_ca(name: &str) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    (params.self_signed(&key).unwrap(), key)
-}
-
-impl Pki {
-    fn must_generate() -> Pki {
-        let (ca, ca_key) = must_make_ca("sidepool test CA");
-        let (other, _) = must_make_ca("some other CA");
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let pki = Pki {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        std::fs::write(pki.path("ca.crt"), ca.pem()).unwrap();
-        std::fs::write(pki.path("other-ca.crt"), other.pem()).unwrap();
-        std::fs::write(pki.path("server.crt"), cert.pem()).unwrap();
-        std::fs::write(pki.path("server.key"), key.serialize_pem()).unwrap();
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-fn toml_path(p: &Path) -> String {
-    format!("{:?}", p.display().to_string())
-}
 
 /// MariaDB with user `app` and database `app`; with TLS when `pki` is given. Blocking.
 fn must_start_mariadb(pki: Option<&Pki>) -> MariaDbServer {

@@ -7,63 +7,12 @@
 
 #[path = "support/harness.rs"]
 mod harness;
-
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+#[path = "support/pki.rs"]
+mod pki;
 
 use harness::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use pki::{Pki, toml_path};
 use sidepool_loadtest::testbed::{PgAuth, PgOptions, PgServer};
-
-/// A CA, a server certificate it signed for `localhost` and 127.0.0.1, and an unrelated CA.
-struct Pki {
-    dir: tempfile::TempDir,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn must_make_ca(name: &str) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    (params.self_signed(&key).unwrap(), key)
-}
-
-impl Pki {
-    fn must_generate() -> Pki {
-        let (ca, ca_key) = must_make_ca("sidepool test CA");
-        let (other, _) = must_make_ca("some other CA");
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let pki = Pki {
-            dir: tempfile::tempdir().unwrap(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        };
-        std::fs::write(pki.path("ca.crt"), ca.pem()).unwrap();
-        std::fs::write(pki.path("other-ca.crt"), other.pem()).unwrap();
-        std::fs::write(pki.path("server.crt"), &pki.cert_pem).unwrap();
-        std::fs::write(pki.path("server.key"), &pki.key_pem).unwrap();
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-fn toml_path(p: &Path) -> String {
-    format!("{:?}", p.display().to_string())
-}
 
 /// `[pools.tls]` lines: sidepool offers the test certificate in `client_mode` and talks to the
 /// server in `server_mode`, trusting the CA file `ca`.
