@@ -1,10 +1,11 @@
 //! MySQL connection-phase and command decoders: the server greeting, the client's
-//! HandshakeResponse41 and SSLRequest, AuthSwitchRequest, and the COM_STMT_* field readers.
+//! HandshakeResponse41 and SSLRequest, AuthSwitchRequest, COM_CHANGE_USER, and the COM_STMT_*
+//! field readers.
 //! What decodes re-encodes to bytes that decode to the same value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sidepool_protocol::mysql::{auth, command, handshake};
+use sidepool_protocol::mysql::{CapabilityFlags, auth, command, handshake};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(g) = handshake::parse_greeting(data) {
@@ -22,6 +23,17 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(r2.database, r.database);
     }
     let _ = handshake::parse_ssl_request(data);
+    // COM_CHANGE_USER under the capabilities a client may have negotiated.
+    for caps in [
+        CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SECURE_CONNECTION,
+        CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH
+            | CapabilityFlags::CLIENT_CONNECT_ATTRS
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA,
+    ] {
+        let _ = handshake::parse_change_user(data, caps);
+    }
     let _ = auth::parse_auth_switch(data);
 
     let _ = command::statement_id(data);

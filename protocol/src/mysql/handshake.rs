@@ -204,9 +204,13 @@ pub fn parse_handshake_response(payload: &[u8]) -> Result<HandshakeResponse41> {
 }
 
 /// Builds a HandshakeResponse41 payload. CLIENT_CONNECT_WITH_DB, CLIENT_PLUGIN_AUTH and
-/// CLIENT_CONNECT_ATTRS are set or cleared to match the fields given.
+/// CLIENT_CONNECT_ATTRS are set or cleared to match the fields given; CLIENT_SECURE_CONNECTION is
+/// always set, since the auth data is written length-prefixed (without it a reader expects a
+/// NUL-terminated string, which a scramble may not be).
 pub fn handshake_response(r: &HandshakeResponse41) -> Vec<u8> {
-    let mut caps = r.capabilities | CapabilityFlags::CLIENT_PROTOCOL_41;
+    let mut caps = r.capabilities
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION;
     caps.set(
         CapabilityFlags::CLIENT_CONNECT_WITH_DB,
         r.database.is_some(),
@@ -509,5 +513,24 @@ mod tests {
         for n in 0..full.len() {
             let _ = parse_change_user(&full[..n], caps_for_change_user());
         }
+    }
+
+    #[test]
+    fn a_response_without_secure_connection_reencodes_to_one_that_decodes() {
+        // Found by the mysql_handshake fuzz target: CLIENT_PROTOCOL_41 without
+        // CLIENT_SECURE_CONNECTION, so the client's auth data was NUL-terminated; the encoder
+        // wrote it length-prefixed without setting the flag that says so.
+        let mut payload = (CapabilityFlags::CLIENT_PROTOCOL_41.bits())
+            .to_le_bytes()
+            .to_vec();
+        payload.extend_from_slice(&16_777_216u32.to_le_bytes());
+        payload.push(45);
+        payload.extend_from_slice(&[0; 23]);
+        payload.extend_from_slice(b"app\0rZ\0");
+        let r = parse_handshake_response(&payload).expect("decodes");
+        assert_eq!(r.user, "app");
+        let again = parse_handshake_response(&handshake_response(&r)).expect("re-encoded");
+        assert_eq!(again.user, r.user);
+        assert_eq!(again.auth_response, r.auth_response);
     }
 }
