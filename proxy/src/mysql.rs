@@ -153,14 +153,24 @@ impl MyService {
                 // Nothing to wait for: in rotation from the start, as the primary is.
                 let max_lag = routing.get().max_replica_lag;
                 crate::route::health::apply(&name, replica, max_lag, probe.outcome());
-                Box::pin(crate::route::health::run(name, replica.clone(), routing, probe))
+                Box::pin(crate::route::health::run(
+                    name,
+                    replica.clone(),
+                    routing,
+                    probe,
+                ))
             } else {
                 let probe = relay::routing::MyProbe {
                     pool: pool.clone(),
                     key: check_key.clone(),
                     pool_name: core.name.clone(),
                 };
-                Box::pin(crate::route::health::run(name, replica.clone(), routing, probe))
+                Box::pin(crate::route::health::run(
+                    name,
+                    replica.clone(),
+                    routing,
+                    probe,
+                ))
             };
             core.checks.lock().spawn(check);
         }

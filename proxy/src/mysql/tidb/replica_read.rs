@@ -134,7 +134,10 @@ mod tests {
         let mut other = settings("follower", 0);
         other.read_your_writes = Duration::from_secs(9);
         routing.set(other);
-        assert!(!applied.stale(), "other routing keys leave connections alone");
+        assert!(
+            !applied.stale(),
+            "other routing keys leave connections alone"
+        );
         routing.set(settings("follower", 3));
         assert!(applied.stale());
         let applied = Applied::now(&routing);
@@ -150,9 +153,6 @@ mod tests {
         };
         assert_eq!(probe.check().await, Ok(Checked::Lag(Duration::ZERO)));
         health.set(Some("going out of service".into()));
-        assert_eq!(
-            probe.check().await,
-            Err("going out of service".to_owned())
-        );
+        assert_eq!(probe.check().await, Err("going out of service".to_owned()));
     }
 }
