@@ -65,7 +65,8 @@ pub enum PoolField {
     Mode,
     /// `primary`: rebuild the backends.
     Primary,
-    /// `replicas`: rebuild the backends.
+    /// `replicas`, and `routing.split` of a tidb pool (its replica-read backends): rebuild the
+    /// backends.
     Replicas,
     /// `client_auth`: rebuild the listener's handshake.
     ClientAuth,
@@ -145,13 +146,22 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     }
 }
 
+/// Whether `p` reads from replica-read connections to its TiDB servers.
+fn tidb_reads(p: &PoolConfig) -> bool {
+    p.protocol == crate::Protocol::Tidb && p.routing.split
+}
+
 fn pool_fields(a: &PoolConfig, b: &PoolConfig) -> Vec<PoolField> {
     [
         (PoolField::Protocol, a.protocol != b.protocol),
         (PoolField::Listen, a.listen != b.listen),
         (PoolField::Mode, a.mode != b.mode),
         (PoolField::Primary, a.primary != b.primary),
-        (PoolField::Replicas, a.replicas != b.replicas),
+        // A tidb pool's `split` decides whether its primary has a replica-read backend.
+        (
+            PoolField::Replicas,
+            a.replicas != b.replicas || tidb_reads(a) != tidb_reads(b),
+        ),
         (PoolField::ClientAuth, a.client_auth != b.client_auth),
         (PoolField::Limits, a.limits != b.limits),
         (PoolField::Leaks, a.leaks != b.leaks),

@@ -209,7 +209,9 @@ impl Default for Leaks {
 /// `[pools.routing]`: see DESIGN §6.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
-    /// `split`: send eligible reads to replicas. Default false; must be false for dameng.
+    /// `split`: send eligible reads to replicas; on tidb pools to replica-read connections
+    /// (`tidb_replica_read`) of every TiDB server, the primary's included, so `replicas` may
+    /// be empty. Default false; must be false for dameng.
     pub split: bool,
     /// `max_replica_lag`: a replica lagging more is taken out of rotation. Default 5s.
     pub max_replica_lag: Duration,

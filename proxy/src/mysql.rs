@@ -89,6 +89,7 @@ impl MyService {
             tls: server_tls,
             health: health.clone(),
             tidb: p.protocol == Protocol::Tidb,
+            replica_read: None,
         };
         let metrics =
             Arc::new(telemetry.pool_metrics(&p.name, &p.primary.to_string(), Role::Primary));
@@ -106,41 +107,72 @@ impl MyService {
             _ => None,
         };
         let mut core = PoolCore::new(p, backend, metrics);
+        let tidb = p.protocol == Protocol::Tidb;
+        // TiDB: every server can write, so replicas are replica-read backends, one per TiDB
+        // server, the primary's first when reads are split (`route::tidb_replica_reads`).
+        let primary_reads = crate::route::tidb_replica_reads(p);
+        let servers = primary_reads.then_some(&p.primary).into_iter();
         let mut replicas = Vec::new();
-        for addr in &p.replicas {
+        let mut service_states = Vec::new();
+        for (i, addr) in servers.chain(&p.replicas).enumerate() {
+            // The status port is watched on the primary only.
+            let state = match primary_reads && i == 0 {
+                true => health.clone(),
+                false => Arc::new(tidb::Health::default()),
+            };
             let connector = MyConnector {
                 addr: addr.to_string(),
                 passwords: users.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 // Clients are greeted with the primary's greeting only.
                 greeting: Arc::new(Mutex::new(None)),
                 tls: ServerTls::for_mysql(p.tls.as_ref(), &addr.host)?,
-                // The status port is watched on the primary only.
-                health: Arc::new(tidb::Health::default()),
-                tidb: p.protocol == Protocol::Tidb,
+                health: state.clone(),
+                tidb,
+                replica_read: tidb.then(|| core.routing.clone()),
             };
-            let metrics =
-                Arc::new(telemetry.pool_metrics(&p.name, &addr.to_string(), Role::Replica));
+            // TiDB: a label of its own, as the primary's series carry the same address.
+            let label = match tidb {
+                true => tidb::replica_read::label(&addr.to_string()),
+                false => addr.to_string(),
+            };
+            let metrics = Arc::new(telemetry.pool_metrics(&p.name, &label, Role::Replica));
             let pool = MyPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
             core.replicas.push(Arc::new(crate::route::Replica::new(
-                addr.to_string(),
+                label,
                 Arc::new(pool.clone()),
                 metrics,
             )));
             replicas.push(pool);
+            service_states.push(state);
         }
         let check_key = Arc::new(Mutex::new(None));
-        for (replica, pool) in core.replicas.iter().zip(&replicas) {
-            let probe = relay::routing::MyProbe {
-                pool: pool.clone(),
-                key: check_key.clone(),
-                pool_name: core.name.clone(),
+        for ((replica, pool), state) in core.replicas.iter().zip(&replicas).zip(service_states) {
+            let (name, routing) = (core.name.clone(), core.routing.clone());
+            let check: crate::service::BoxFuture<'static, ()> = if tidb {
+                let probe = tidb::replica_read::TidbProbe { health: state };
+                // Nothing to wait for: in rotation from the start, as the primary is.
+                let max_lag = routing.get().max_replica_lag;
+                crate::route::health::apply(&name, replica, max_lag, probe.outcome());
+                Box::pin(crate::route::health::run(
+                    name,
+                    replica.clone(),
+                    routing,
+                    probe,
+                ))
+            } else {
+                let probe = relay::routing::MyProbe {
+                    pool: pool.clone(),
+                    key: check_key.clone(),
+                    pool_name: core.name.clone(),
+                };
+                Box::pin(crate::route::health::run(
+                    name,
+                    replica.clone(),
+                    routing,
+                    probe,
+                ))
             };
-            core.checks.lock().spawn(crate::route::health::run(
-                core.name.clone(),
-                replica.clone(),
-                core.routing.clone(),
-                probe,
-            ));
+            core.checks.lock().spawn(check);
         }
         Ok(MyService {
             core,

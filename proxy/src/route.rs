@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering:
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use sidepool_config::{PoolConfig, Protocol};
 use sidepool_protocol::sql::{Classified, Route, StatementKind, WriteFunctions};
 use tokio::time::Instant;
 
@@ -37,6 +38,10 @@ pub struct RoutingSettings {
     pub read_your_writes: Duration,
     /// Configured write functions, added to the classifier's built-in list.
     pub write_functions: WriteFunctions,
+    /// TiDB pools: `tidb_replica_read` of replica connections (validated against TiDB's list).
+    pub tidb_replica_read: String,
+    /// TiDB pools: `tidb_read_staleness` of replica connections; zero = off.
+    pub tidb_read_staleness: Duration,
 }
 
 impl RoutingSettings {
@@ -47,8 +52,62 @@ impl RoutingSettings {
             max_replica_lag: r.max_replica_lag,
             read_your_writes: r.read_your_writes,
             write_functions: WriteFunctions::new(r.write_functions.iter()),
+            tidb_replica_read: r.tidb_replica_read.clone(),
+            tidb_read_staleness: r.tidb_read_staleness,
         }
     }
+
+    /// Settings of pool `p`, which has replica backends as [`has_replicas`] says.
+    pub fn for_pool(p: &PoolConfig) -> Self {
+        Self::from_config(&p.routing, has_replicas(p))
+    }
+
+    /// Whether replica connections opened under `self` must be opened anew under `now`: the
+    /// TiDB session settings they applied after login changed.
+    pub fn replica_session_changed(&self, now: &RoutingSettings) -> bool {
+        self.tidb_replica_read != now.tidb_replica_read
+            || self.tidb_read_staleness != now.tidb_read_staleness
+    }
+}
+
+/// Whether pool `p` has replica backends: its `replicas`, or, on a TiDB pool with `split`, the
+/// replica-read backend of its primary (every TiDB server can serve replica reads).
+pub fn has_replicas(p: &PoolConfig) -> bool {
+    !p.replicas.is_empty() || tidb_replica_reads(p)
+}
+
+/// Whether `p` is a TiDB pool whose reads go to replica-read connections (`split = true`); its
+/// replica backends then include one at the primary's address.
+pub fn tidb_replica_reads(p: &PoolConfig) -> bool {
+    p.protocol == Protocol::Tidb && p.routing.split
+}
+
+/// Puts `p`'s `[pools.routing]` in force on a running pool (reload). When the TiDB session
+/// settings change, the replicas' idle connections close at once (`reload`), so new reads run
+/// on connections opened with the new settings; connections in use then are not reused (see
+/// `ServerConn::is_dead` in `mysql::backend`).
+pub fn reconfigure(routing: &Routing, replicas: &[Arc<Replica>], p: &PoolConfig) {
+    let before = routing.get();
+    let now = RoutingSettings::for_pool(p);
+    let changed = p.protocol == Protocol::Tidb && before.replica_session_changed(&now);
+    routing.set(now);
+    if changed {
+        for r in replicas {
+            close_idle(&*r.backend);
+        }
+    }
+}
+
+/// Closes `backend`'s idle connections now, keeping its settings (the pool closes the idle
+/// excess over a lowered `max_idle` at once; the settings in force are then put back).
+fn close_idle(backend: &dyn Backend) {
+    let s = backend.settings();
+    backend.set_settings(sidepool_pool::PoolSettings {
+        max_idle: 0,
+        min_idle: 0,
+        ..s.clone()
+    });
+    backend.set_settings(s);
 }
 
 /// The routing settings in force for one pool; a reload swaps them (`[pools.routing]` is live).

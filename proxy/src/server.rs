@@ -521,10 +521,7 @@ fn apply_live(running: &Running, p: &PoolConfig, changed: &[PoolField]) {
         core.set_limits(pool_settings(&p.limits));
     }
     if changed.contains(&PoolField::Routing) {
-        core.routing.set(crate::route::RoutingSettings::from_config(
-            &p.routing,
-            !p.replicas.is_empty(),
-        ));
+        crate::route::reconfigure(&core.routing, &core.replicas, p);
     }
     if changed.contains(&PoolField::Leaks) {
         core.leaks.send_replace(leak_settings(&p.leaks));

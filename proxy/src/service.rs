@@ -171,10 +171,7 @@ impl PoolCore {
             leaks: watch::Sender::new(crate::settings::leak_settings(&p.leaks)),
             paused: watch::Sender::new(false),
             replicas: Vec::new(),
-            routing: Arc::new(Routing::new(RoutingSettings::from_config(
-                &p.routing,
-                !p.replicas.is_empty(),
-            ))),
+            routing: Arc::new(Routing::new(RoutingSettings::for_pool(p))),
             replica_turn: AtomicUsize::new(0),
             checks: Mutex::new(tokio::task::JoinSet::new()),
         }

@@ -6,16 +6,20 @@
 //! - `caching_sha2_password` keeps no cache: every login takes full authentication, and the
 //!   fake (like a TiDB without RSA keys) accepts the password only in clear over TLS;
 //! - the status HTTP server (default port 10080) answers `/status` with 200, and with 500 once
-//!   the server is being taken out of service (graceful shutdown).
+//!   the server is being taken out of service (graceful shutdown);
+//! - `tidb_replica_read` (default `leader`) and `tidb_read_staleness` (default 0) are session
+//!   variables, set with `SET [SESSION]` and cleared by COM_RESET_CONNECTION; the fake keeps
+//!   each connection's session variables and answers `SELECT @@name` from them.
 //!
 //! Everything that is not TiDB-specific is tested against real MariaDB elsewhere.
 
 // Integration tests: a failed step is a failed test.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -42,6 +46,37 @@ struct Seen {
     peak: AtomicUsize,
     /// A password arrived in clear on a plaintext connection (must never happen).
     cleartext_without_tls: AtomicBool,
+    /// Every COM_QUERY and COM_RESET_CONNECTION, in order, with its connection's session.
+    ran: Mutex<Vec<Ran>>,
+    /// Ids of the connections that ended.
+    closed: Mutex<Vec<u32>>,
+}
+
+/// One command the fake ran.
+#[derive(Debug, Clone)]
+struct Ran {
+    /// The server connection's id.
+    conn: u32,
+    /// The statement (`COM_RESET_CONNECTION` for that command).
+    sql: String,
+    /// `tidb_replica_read` of the session when it ran, if the session set it.
+    replica_read: Option<String>,
+    /// `tidb_read_staleness` likewise.
+    staleness: Option<String>,
+}
+
+impl Seen {
+    fn ran(&self) -> Vec<Ran> {
+        self.ran.lock().unwrap().clone()
+    }
+
+    /// The statements that ran with `sql` in their text.
+    fn ran_like(&self, sql: &str) -> Vec<Ran> {
+        self.ran()
+            .into_iter()
+            .filter(|r| r.sql.contains(sql))
+            .collect()
+    }
 }
 
 /// A TiDB-flavoured fake server: MySQL protocol on one port, the status HTTP server on another.
@@ -186,12 +221,13 @@ async fn serve_mysql(
         .fetch_max(seen.live.load(Ordering::SeqCst), Ordering::SeqCst);
     if handshake::parse_ssl_request(&first).is_some() {
         if let Ok(tls) = acceptor.accept(tcp).await {
-            session(tls, true, None, &seen).await;
+            session(tls, true, None, &seen, id).await;
         }
     } else {
-        session(tcp, false, Some((header[3], first)), &seen).await;
+        session(tcp, false, Some((header[3], first)), &seen, id).await;
     }
     seen.live.fetch_sub(1, Ordering::SeqCst);
+    seen.closed.lock().unwrap().push(id);
 }
 
 /// Authenticates (HandshakeResponse41 already read unless `hello` is `None`) and serves
@@ -201,6 +237,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     tls: bool,
     hello: Option<(u8, Vec<u8>)>,
     seen: &Seen,
+    id: u32,
 ) {
     let mut buf = BytesMut::new();
     let hello = match hello {
@@ -244,13 +281,34 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let mut in_trans = false;
+    let mut vars = HashMap::new();
     while let Some((_, cmd)) = read_packet(&mut s, &mut buf).await {
+        let sql = match cmd.first().copied() {
+            Some(command::QUERY) => Some(String::from_utf8_lossy(&cmd[1..]).into_owned()),
+            Some(command::RESET_CONNECTION) => Some("COM_RESET_CONNECTION".to_owned()),
+            _ => None,
+        };
+        if let Some(sql) = sql {
+            seen.ran.lock().unwrap().push(Ran {
+                conn: id,
+                sql,
+                replica_read: vars.get("tidb_replica_read").cloned(),
+                staleness: vars.get("tidb_read_staleness").cloned(),
+            });
+        }
         let out = match cmd.first().copied() {
             Some(command::QUIT) | None => return,
-            Some(command::QUERY) => query(&String::from_utf8_lossy(&cmd[1..]), &mut in_trans),
-            Some(command::PING | command::INIT_DB | command::RESET_CONNECTION) => {
+            Some(command::QUERY) => query(
+                &String::from_utf8_lossy(&cmd[1..]),
+                &mut in_trans,
+                &mut vars,
+            ),
+            Some(command::RESET_CONNECTION) => {
+                vars.clear();
+                in_trans = false;
                 vec![ok_packet(0, 0, status(in_trans), 0)]
             }
+            Some(command::PING | command::INIT_DB) => vec![ok_packet(0, 0, status(in_trans), 0)],
             Some(_) => vec![err_packet(1047, "08S01", "fake TiDB: unknown command")],
         };
         let mut bytes = Vec::new();
@@ -269,15 +327,19 @@ fn status(in_trans: bool) -> StatusFlags {
     s
 }
 
-/// The packets answering `sql`: transaction control and `SET` get OK; `SELECT a, b, …` gets
-/// one row whose values are the server's for `@@version`/`@@max_allowed_packet`/
-/// `@@wait_timeout`/`tidb_version()` and the expression's text otherwise.
-fn query(sql: &str, in_trans: &mut bool) -> Vec<Vec<u8>> {
+/// The packets answering `sql`: transaction control and `SET` get OK (`SET` stores session
+/// variables); `SELECT a, b, …` gets one row whose values are the session's for `@@name`
+/// (`tidb_replica_read` and `tidb_read_staleness` with TiDB's defaults), the server's for
+/// `@@version`/`@@max_allowed_packet`/`@@wait_timeout`/`tidb_version()`/`DATABASE()`, and the
+/// expression's text otherwise.
+fn query(sql: &str, in_trans: &mut bool, vars: &mut HashMap<String, String>) -> Vec<Vec<u8>> {
     let upper = sql.trim().to_ascii_uppercase();
     if upper.starts_with("BEGIN") || upper.starts_with("START TRANSACTION") {
         *in_trans = true;
     } else if upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") {
         *in_trans = false;
+    } else if let Some(list) = sql.trim().get(4..).filter(|_| upper.starts_with("SET ")) {
+        set_vars(list, vars);
     }
     let Some(list) = upper.strip_prefix("SELECT ") else {
         return vec![ok_packet(0, 0, status(*in_trans), 0)];
@@ -293,7 +355,21 @@ fn query(sql: &str, in_trans: &mut bool) -> Vec<Vec<u8>> {
     packets.push(eof_packet(status(*in_trans), 0));
     let mut row = Vec::new();
     for e in &exprs {
-        let value = if e.contains("VERSION()") && e.contains("TIDB") {
+        let name = e
+            .strip_prefix("@@SESSION.")
+            .or_else(|| e.strip_prefix("@@"))
+            .map(str::to_ascii_lowercase);
+        let session = name.as_deref().and_then(|n| match (vars.get(n), n) {
+            (Some(v), _) => Some(v.clone()),
+            (None, "tidb_replica_read") => Some("leader".to_owned()),
+            (None, "tidb_read_staleness") => Some("0".to_owned()),
+            _ => None,
+        });
+        let value = if let Some(v) = session {
+            v
+        } else if *e == "DATABASE()" {
+            "test".to_owned()
+        } else if e.contains("VERSION()") && e.contains("TIDB") {
             "Release Version: v7.5.0\nEdition: Community".to_owned()
         } else if e.contains("VERSION") {
             VERSION.to_owned()
@@ -310,6 +386,25 @@ fn query(sql: &str, in_trans: &mut bool) -> Vec<Vec<u8>> {
     packets.push(row);
     packets.push(eof_packet(status(*in_trans), 0));
     packets
+}
+
+/// Stores the assignments of a `SET` (after the keyword): `[SESSION] name = value` or
+/// `@@[session.]name = value`, comma-separated; quotes around values are dropped.
+fn set_vars(list: &str, vars: &mut HashMap<String, String>) {
+    for part in list.split(',') {
+        let Some((name, value)) = part.split_once('=') else {
+            continue;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let name = name
+            .strip_prefix("session ")
+            .or_else(|| name.strip_prefix("@@session."))
+            .or_else(|| name.strip_prefix("@@"))
+            .unwrap_or(&name)
+            .trim();
+        let value = value.trim().trim_matches('\'');
+        vars.insert(name.to_owned(), value.to_owned());
+    }
 }
 
 /// A protocol-41 column definition of a VARCHAR named `name`.
@@ -331,6 +426,13 @@ fn column(name: &str) -> Vec<u8> {
 
 /// sidepool with one tidb pool in front of `fake`; `pool_lines` go at the pool's top level.
 async fn must_start_proxy(fake: &FakeTidb, server_mode: &str, pool_lines: &str) -> Server {
+    Server::start(&must_config(fake, server_mode, pool_lines))
+        .await
+        .expect("sidepool starts")
+}
+
+/// The config of [`must_start_proxy`].
+fn must_config(fake: &FakeTidb, server_mode: &str, pool_lines: &str) -> sidepool_config::Config {
     let text = format!(
         r#"
 [admin]
@@ -357,9 +459,8 @@ password = "{PASSWORD}"
 "#,
         fake.addr
     );
-    let config = sidepool_config::parse(&text, "test.toml", &|_| None)
-        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
-    Server::start(&config).await.expect("sidepool starts")
+    sidepool_config::parse(&text, "test.toml", &|_| None)
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"))
 }
 
 fn client_opts(server: &Server) -> mysql_async::Opts {
@@ -515,5 +616,233 @@ async fn tidb_contract_status_500_stops_checkouts_until_200() {
         || async { b.lock().await.query_drop("SELECT 'back'").await.is_ok() },
     )
     .await;
+    server.shutdown().await;
+}
+
+/// `[pools.routing]` of a split tidb pool without replicas; `read_your_writes` off so that
+/// reads after a write may still go to a replica-read connection.
+fn split_routing(replica_read: &str, staleness: &str) -> String {
+    format!(
+        "replicas = []\n[pools.routing]\nsplit = true\nread_your_writes = \"0s\"\n\
+         tidb_replica_read = \"{replica_read}\"\ntidb_read_staleness = \"{staleness}\"\n"
+    )
+}
+
+const SESSION_QUERY: &str = "SELECT @@tidb_replica_read, @@tidb_read_staleness";
+
+/// `tidb_replica_read` and `tidb_read_staleness` of the session that runs the query.
+async fn must_read_session(conn: &mut mysql_async::Conn) -> (String, String) {
+    conn.query_first(SESSION_QUERY).await.unwrap().unwrap()
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    (a.to_owned(), b.to_owned())
+}
+
+/// The `SET` statements that touched a `tidb_*` variable.
+fn tidb_sets(seen: &Seen) -> Vec<Ran> {
+    seen.ran()
+        .into_iter()
+        .filter(|r| {
+            let upper = r.sql.to_ascii_uppercase();
+            upper.starts_with("SET ") && upper.contains("TIDB_")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidb_contract_split_runs_autocommit_reads_on_replica_read_connections_and_the_rest_without()
+ {
+    let fake = FakeTidb::must_start().await;
+    let server = must_start_proxy(&fake, "require", &split_routing("follower", "5s")).await;
+    let mut c = mysql_async::Conn::new(client_opts(&server)).await.unwrap();
+
+    assert_eq!(
+        must_read_session(&mut c).await,
+        pair("follower", "-5"),
+        "an autocommit read runs where the session set both variables"
+    );
+    c.query_drop("BEGIN").await.unwrap();
+    assert_eq!(
+        must_read_session(&mut c).await,
+        pair("leader", "0"),
+        "a read inside BEGIN runs on a plain connection"
+    );
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    c.query_drop("UPDATE t SET a = 2").await.unwrap();
+    c.disconnect().await.unwrap();
+
+    let reads = fake.seen.ran_like(SESSION_QUERY);
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    let replica_conn = reads[0].conn;
+    let sets = tidb_sets(&fake.seen);
+    assert_eq!(
+        sets.iter()
+            .map(|r| (r.conn, r.sql.as_str()))
+            .collect::<Vec<_>>(),
+        [(
+            replica_conn,
+            "SET SESSION tidb_replica_read = 'follower', tidb_read_staleness = -5"
+        )],
+        "one SET, on the replica-read connection only"
+    );
+    let first_on_replica = fake.seen.ran().into_iter().find(|r| r.conn == replica_conn);
+    assert_eq!(
+        first_on_replica.map(|r| r.sql),
+        Some(sets[0].sql.clone()),
+        "the SET runs right after login, before the connection serves anything"
+    );
+    for w in fake
+        .seen
+        .ran_like("INSERT INTO t")
+        .into_iter()
+        .chain(fake.seen.ran_like("UPDATE t"))
+        .chain(fake.seen.ran_like("BEGIN"))
+    {
+        assert_ne!(w.conn, replica_conn, "{w:?}");
+        assert_eq!((w.replica_read, w.staleness), (None, None), "{}", w.sql);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidb_contract_without_split_no_connection_sets_tidb_replica_read() {
+    let fake = FakeTidb::must_start().await;
+    let routing = "[pools.routing]\ntidb_replica_read = \"follower\"\ntidb_read_staleness = \"5s\"";
+    let server = must_start_proxy(&fake, "require", routing).await;
+    let mut c = mysql_async::Conn::new(client_opts(&server)).await.unwrap();
+    assert_eq!(must_read_session(&mut c).await, pair("leader", "0"));
+    c.query_drop("BEGIN").await.unwrap();
+    assert_eq!(must_read_session(&mut c).await, pair("leader", "0"));
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    c.disconnect().await.unwrap();
+    assert!(fake.seen.ran_like(SESSION_QUERY).len() == 2);
+    assert_eq!(tidb_sets(&fake.seen).len(), 0, "{:?}", fake.seen.ran());
+    server.shutdown().await;
+}
+
+/// (in use, idle) connections of the pool's replica-read backend, and its label.
+fn replica_stats(server: &Server) -> (u32, u32, String) {
+    let svc = server.pool("tidb").unwrap();
+    let replicas = &svc.core().replicas;
+    assert_eq!(replicas.len(), 1, "one replica-read backend: the primary's");
+    let stats = replicas[0].backend.stats();
+    (stats.in_use, stats.idle, replicas[0].addr.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidb_contract_a_reload_of_tidb_replica_read_reopens_replica_read_connections() {
+    let fake = FakeTidb::must_start().await;
+    let server = must_start_proxy(&fake, "require", &split_routing("follower", "5s")).await;
+    let mut c = mysql_async::Conn::new(client_opts(&server)).await.unwrap();
+    assert_eq!(must_read_session(&mut c).await, pair("follower", "-5"));
+    let first = fake.seen.ran_like(SESSION_QUERY)[0].conn;
+    must_eventually(
+        Duration::from_secs(10),
+        "the read's connection idle",
+        || async {
+            let (in_use, idle, _) = replica_stats(&server);
+            (in_use, idle) == (0, 1)
+        },
+    )
+    .await;
+    assert_eq!(
+        replica_stats(&server).2,
+        format!("{} (replica read)", fake.addr)
+    );
+
+    // Idle at the reload: closed at once.
+    let summary = server
+        .apply(must_config(
+            &fake,
+            "require",
+            &split_routing("learner", "0s"),
+        ))
+        .await
+        .unwrap();
+    assert!(summary.contains("routing"), "{summary}");
+    let closed = &fake.seen.closed;
+    must_eventually(
+        Duration::from_secs(10),
+        "the idle replica-read connection closed",
+        || async { closed.lock().unwrap().contains(&first) },
+    )
+    .await;
+    assert_eq!(
+        must_read_session(&mut c).await,
+        pair("learner", "0"),
+        "new replica-read connections use the reloaded settings, staleness off"
+    );
+    let second = fake.seen.ran_like(SESSION_QUERY)[1].conn;
+    assert_ne!(second, first);
+    assert_eq!(
+        tidb_sets(&fake.seen).pop().map(|r| r.sql).as_deref(),
+        Some("SET SESSION tidb_replica_read = 'learner'")
+    );
+
+    // In use at the reload (a READ ONLY transaction runs on a replica): never reused.
+    c.query_drop("START TRANSACTION READ ONLY").await.unwrap();
+    assert_eq!(must_read_session(&mut c).await, pair("learner", "0"));
+    server
+        .apply(must_config(
+            &fake,
+            "require",
+            &split_routing("follower", "2s"),
+        ))
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    assert_eq!(must_read_session(&mut c).await, pair("follower", "-2"));
+    let reads = fake.seen.ran_like(SESSION_QUERY);
+    assert_eq!(reads[2].conn, second, "the transaction kept its connection");
+    assert_ne!(reads[3].conn, second);
+    must_eventually(
+        Duration::from_secs(10),
+        "the connection in use at the reload closed",
+        || async { closed.lock().unwrap().contains(&second) },
+    )
+    .await;
+    c.disconnect().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidb_contract_replica_read_settings_are_set_again_after_a_connection_reset() {
+    let fake = FakeTidb::must_start().await;
+    let server = must_start_proxy(&fake, "require", &split_routing("follower", "5s")).await;
+    // A changes a session variable, so the replica-read connection it reads on carries it.
+    let mut a = mysql_async::Conn::new(client_opts(&server)).await.unwrap();
+    a.query_drop("SET SESSION sql_mode = 'ANSI'").await.unwrap();
+    assert_eq!(must_read_session(&mut a).await, pair("follower", "-5"));
+    let replica_conn = fake.seen.ran_like(SESSION_QUERY)[0].conn;
+    assert!(
+        fake.seen
+            .ran_like("sql_mode = 'ANSI'")
+            .iter()
+            .any(|r| r.conn == replica_conn),
+        "A's variable followed it to the replica-read connection: {:?}",
+        fake.seen.ran()
+    );
+    a.disconnect().await.unwrap();
+    must_eventually(Duration::from_secs(10), "A's connection idle", || async {
+        let (in_use, idle, _) = replica_stats(&server);
+        (in_use, idle) == (0, 1)
+    })
+    .await;
+
+    // B has no such variable: the connection is reset before B uses it.
+    let mut b = mysql_async::Conn::new(client_opts(&server)).await.unwrap();
+    assert_eq!(must_read_session(&mut b).await, pair("follower", "-5"));
+    let reads = fake.seen.ran_like(SESSION_QUERY);
+    assert_eq!(reads[1].conn, replica_conn, "B reused the idle connection");
+    let resets = fake.seen.ran_like("COM_RESET_CONNECTION");
+    assert!(
+        resets.iter().any(|r| r.conn == replica_conn),
+        "{:?}",
+        fake.seen.ran()
+    );
+    b.disconnect().await.unwrap();
     server.shutdown().await;
 }

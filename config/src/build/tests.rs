@@ -893,3 +893,15 @@ fn tidb_status_port_is_a_port_of_tidb_pools_only() {
     let p = must_fail_once(&format!("{tidb}tidb_status_port = 0\n"));
     assert_problem(&p, "pools[0].tidb_status_port", Value, "at least 1");
 }
+
+#[test]
+fn a_tidb_pool_may_split_reads_without_replicas() {
+    // Every TiDB server serves replica reads, so the primary alone is enough.
+    let tidb = POOL.replace("postgres", "tidb");
+    let c = must_parse(&format!(
+        "{tidb}replicas = []\n[pools.routing]\nsplit = true\ntidb_read_staleness = \"5s\"\n"
+    ));
+    let p = &c.pools[0];
+    assert!(p.replicas.is_empty() && p.routing.split);
+    assert_eq!(p.routing.tidb_read_staleness, Duration::from_secs(5));
+}

@@ -122,3 +122,28 @@ fn a_tidb_status_port_change_needs_a_rebuild() {
     assert_eq!(d.pools_changed[0].fields, [PoolField::TidbStatusPort]);
     assert!(d.pools_changed[0].needs_rebuild());
 }
+
+#[test]
+fn toggling_split_rebuilds_a_tidb_pool_and_tidb_settings_stay_live() {
+    let tidb = POOL.replace("postgres", "tidb");
+    let off = must_parse(&tidb);
+    let on = must_parse(&format!("{tidb}[pools.routing]\nsplit = true\n"));
+    let d = diff(&off, &on);
+    assert_eq!(
+        d.pools_changed[0].fields,
+        [PoolField::Replicas, PoolField::Routing],
+        "the primary's replica-read backend comes and goes with split"
+    );
+    assert!(d.pools_changed[0].needs_rebuild());
+
+    let follower = must_parse(&format!(
+        "{tidb}[pools.routing]\nsplit = true\ntidb_replica_read = \"follower\"\n"
+    ));
+    let d = diff(&on, &follower);
+    assert_eq!(d.pools_changed[0].fields, [PoolField::Routing]);
+    assert!(d.pools_changed[0].is_live());
+
+    // Elsewhere `split` stays live: replicas exist whatever it says.
+    let pg_on = must_parse(&format!("{POOL}[pools.routing]\nsplit = true\n"));
+    assert!(diff(&must_parse(POOL), &pg_on).pools_changed[0].is_live());
+}

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::tidb::Health;
+use super::tidb::replica_read::Applied;
 use crate::error::BackendError;
 use crate::tls::{ServerTls, Stream, TlsError};
 
@@ -82,6 +83,9 @@ pub struct MyConnector {
     /// The pool is `protocol = "tidb"`: a server whose version string does not say TiDB (or
     /// a TiDB behind a `mysql` pool) is logged once.
     pub tidb: bool,
+    /// TiDB replica-read backends: the pool's routing settings, whose `tidb_*` session
+    /// settings every connection applies right after login. `None` elsewhere.
+    pub replica_read: Option<Arc<crate::route::Routing>>,
 }
 
 impl sidepool_pool::Connector for MyConnector {
@@ -106,6 +110,18 @@ impl sidepool_pool::Connector for MyConnector {
         }
         let mut conn = ServerConn::connect(&self.addr, &self.tls, key, password).await?;
         conn.health = Some(self.health.clone());
+        if let Some(routing) = &self.replica_read {
+            let applied = Applied::now(routing);
+            if let Err(e) = conn.query_must(&applied.sql).await {
+                tracing::warn!(
+                    backend = %self.addr,
+                    error = %crate::pg::errors::chain(&e),
+                    "TiDB refused the replica-read session settings; reads go to the primary. Check routing.tidb_replica_read and tidb_read_staleness against the server's version"
+                );
+                return Err(e);
+            }
+            conn.after_login = Some(applied);
+        }
         let first = self
             .greeting
             .lock()
@@ -240,6 +256,9 @@ pub struct ServerConn {
     /// The backend's service state: an idle connection of a backend out of service counts
     /// as dead, so it is closed instead of handed out.
     pub health: Option<Arc<Health>>,
+    /// TiDB replica-read connections: the session settings applied after login (again after
+    /// every COM_RESET_CONNECTION). A connection whose settings a reload changed counts as dead.
+    pub after_login: Option<Applied>,
 }
 
 impl Drop for ServerConn {
@@ -332,6 +351,7 @@ impl ServerConn {
             state: SessionState::default(),
             status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
             health: None,
+            after_login: None,
         };
         conn.send(seq, &handshake::handshake_response(&hello))
             .await?;
@@ -406,13 +426,15 @@ impl ServerConn {
     }
 
     /// True when the idle socket shows the connection is gone or the server said something
-    /// unasked (a shutdown ERR). One non-blocking read.
+    /// unasked (a shutdown ERR), its backend is out of service, or a reload changed the
+    /// session settings it applied after login. One non-blocking read.
     pub fn is_dead(&mut self) -> bool {
         let out = self
             .health
             .as_ref()
             .is_some_and(|h| h.out_of_service().is_some());
-        out || !self.buf.is_empty() || self.stream.is_dead()
+        let stale = self.after_login.as_ref().is_some_and(Applied::stale);
+        out || stale || !self.buf.is_empty() || self.stream.is_dead()
     }
 
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), BackendError> {
@@ -510,6 +532,16 @@ impl ServerConn {
         self.command(&payload, Expect::ResultSets).await
     }
 
+    /// Runs a COM_QUERY of sidepool's own that must succeed.
+    ///
+    /// # Errors
+    /// As [`ServerConn::must`].
+    pub async fn query_must(&mut self, sql: &str) -> Result<Reply, BackendError> {
+        let mut payload = vec![command::QUERY];
+        payload.extend_from_slice(sql.as_bytes());
+        self.must(&payload, Expect::ResultSets).await
+    }
+
     /// Runs a statement that must succeed (ROLLBACK, SET of values read back earlier).
     ///
     /// # Errors
@@ -522,7 +554,8 @@ impl ServerConn {
     }
 
     /// COM_RESET_CONNECTION: rolls back, drops temporary tables, user variables, locks and
-    /// prepared statements, resets session variables. The schema stays.
+    /// prepared statements, resets session variables. The schema stays, and so do the
+    /// session settings sidepool applied after login (run again).
     ///
     /// # Errors
     /// As [`ServerConn::must`].
@@ -530,6 +563,9 @@ impl ServerConn {
         self.must(&[command::RESET_CONNECTION], Expect::Ok).await?;
         self.prepared.clear();
         self.state.vars.clear();
+        if let Some(sql) = self.after_login.as_ref().map(|a| a.sql.clone()) {
+            self.query_must(&sql).await?;
+        }
         Ok(())
     }
 }

@@ -5,8 +5,11 @@
 //! checkout and are closed by the pool, connections in use finish their transaction and are
 //! closed when returned. A 200 puts the backend back in service.
 //!
-//! Everything else about TiDB is the MySQL path; TiDB is recognised by its version string
+//! Replica reads of the read/write split are in [`replica_read`]. Everything else about TiDB
+//! is the MySQL path; TiDB is recognised by its version string
 //! ([`Greeting::is_tidb`](sidepool_protocol::mysql::handshake::Greeting::is_tidb)).
+
+pub mod replica_read;
 
 use std::sync::Arc;
 use std::time::Duration;
