@@ -1,8 +1,9 @@
 //! MySQL protocol features through a sidepool pool against a real MariaDB 10.11, each proved on
 //! the server's side: multi-statements with several result sets, `LOAD DATA LOCAL INFILE`
 //! through the `mariadb` client, a prepared statement whose parameter travels as
-//! `COM_STMT_SEND_LONG_DATA` (over 16 MiB, so the packets split too), and session mode's
-//! `COM_RESET_CONNECTION` between two clients of one server connection.
+//! `COM_STMT_SEND_LONG_DATA` (over 16 MiB, so the packets split too), session mode's
+//! `COM_RESET_CONNECTION` between two clients of one server connection, and sidepool logging
+//! in to MariaDB as a user of the `ed25519` plugin.
 
 // Integration tests: a failed step is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -12,7 +13,7 @@ mod support;
 
 use mysql_async::prelude::*;
 use sidepool_loadtest::testbed::{MariaDbOptions, MariaDbServer};
-use support::{DB, MyProxy, PASSWORD, USER, must_start_mariadb};
+use support::{DB, MyProxy, PASSWORD, USER, config_text_with_users, must_start_mariadb, primary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_statements_return_every_result_set_then_free_the_connection() {
@@ -173,5 +174,40 @@ async fn session_mode_resets_the_connection_before_the_next_client_gets_it() {
         other => panic!("unexpected error: {other:?}"),
     }
     drop(b);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidepool_logs_in_to_mariadb_with_client_ed25519() {
+    let db = must_start_mariadb();
+    db.sql(
+        "INSTALL SONAME 'auth_ed25519';\n\
+         CREATE USER edu@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-secret');\n\
+         GRANT ALL ON app.* TO edu@'%';",
+    )
+    .expect("the ed25519 plugin (Debian: mariadb-server ships auth_ed25519.so)");
+    let text = config_text_with_users(
+        &primary(&db),
+        "transaction",
+        "password",
+        "max_open = 2",
+        &[("edu", "ed-secret")],
+    );
+    let proxy = MyProxy::must_start_config(&text).await;
+    // The client logs in to sidepool with caching_sha2; sidepool to MariaDB with ed25519.
+    let url = format!(
+        "mysql://edu:ed-secret@127.0.0.1:{}/{DB}?prefer_socket=false",
+        proxy.addr.port()
+    );
+    let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+    let user: Option<String> = c.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(user.as_deref(), Some("edu@%"));
+    // The server authenticated that user by the ed25519 plugin, the only one it has.
+    assert_eq!(
+        db.sql("SELECT plugin FROM mysql.user WHERE user = 'edu'")
+            .unwrap(),
+        "ed25519"
+    );
+    drop(c);
     proxy.shutdown().await;
 }
