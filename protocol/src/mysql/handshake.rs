@@ -61,6 +61,25 @@ pub fn parse_greeting(payload: &[u8]) -> Result<Greeting> {
             why: "protocol version is not 10",
         });
     }
+    // mysql_common computes `len as i8 - 8` from the auth-plugin-data length byte, which
+    // overflows (a panic with overflow checks) for 0x80..=0x87; no server sends a length above
+    // 21, so a byte with the top bit set is refused here. It sits 20 bytes after the version's
+    // NUL (connection id 4, scramble 8, filler 1, capabilities 2, collation 1, status 2,
+    // capabilities 2). Found by the mysql_handshake fuzz target.
+    let data_len_at = payload
+        .iter()
+        .skip(1)
+        .position(|&b| b == 0)
+        .map(|nul| 1 + nul + 1 + 20);
+    if data_len_at
+        .and_then(|at| payload.get(at))
+        .is_some_and(|&len| len & 0x80 != 0)
+    {
+        return Err(malformed(
+            "handshake",
+            "auth plugin data length out of range",
+        ));
+    }
     let p = HandshakePacket::deserialize((), &mut ParseBuf(payload))
         .map_err(|_| malformed("handshake", "truncated"))?;
     Ok(Greeting {
@@ -532,5 +551,28 @@ mod tests {
         let again = parse_handshake_response(&handshake_response(&r)).expect("re-encoded");
         assert_eq!(again.user, r.user);
         assert_eq!(again.auth_response, r.auth_response);
+    }
+
+    #[test]
+    fn a_greeting_with_a_negative_auth_data_length_is_refused_not_a_panic() {
+        // Found by the mysql_handshake fuzz target: mysql_common's `len as i8 - 8` overflowed.
+        let mut g = vec![10];
+        g.extend_from_slice(b"5.5.5-10.11.6-MariaDB\0");
+        g.extend_from_slice(&7u32.to_le_bytes()); // connection id
+        g.extend_from_slice(b"abcdefgh\0"); // scramble part 1, filler
+        g.extend_from_slice(&0xf7ffu16.to_le_bytes()); // capabilities, lower
+        g.push(45); // collation
+        g.extend_from_slice(&2u16.to_le_bytes()); // status
+        g.extend_from_slice(&0x81ffu16.to_le_bytes()); // capabilities, upper
+        let ok_len = g.len();
+        g.push(0x80); // auth plugin data length, negative as i8
+        g.extend_from_slice(&[0; 10]);
+        g.extend_from_slice(b"ijklmnopqrst\0mysql_native_password\0");
+        assert!(parse_greeting(&g).is_err());
+        g[ok_len] = 21;
+        assert!(
+            parse_greeting(&g).is_ok(),
+            "the same greeting with length 21 decodes"
+        );
     }
 }
