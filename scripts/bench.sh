@@ -224,8 +224,10 @@ else
   run prepared-10 --scenario prepared --clients 10 "${direct[@]}" "${sidepool[@]}"
 fi
 
-run mysql-select-16 --scenario select --clients 16 "${my_direct[@]}" "${my_sidepool[@]}"
-run mysql-select-256 --scenario select --clients 256 "${my_direct[@]}" "${my_sidepool[@]}"
+run mysql-select-16 --scenario select --clients 16 --label "MySQL point select, 16 clients" \
+  "${my_direct[@]}" "${my_sidepool[@]}"
+run mysql-select-256 --scenario select --clients 256 --label "MySQL point select, 256 clients" \
+  "${my_direct[@]}" "${my_sidepool[@]}"
 
 mkdir -p bench
 "$target/sidepool-loadtest" report --markdown "$work/tables.md" --json bench/results.json \
