@@ -6,6 +6,7 @@ use sidepool_protocol::mysql::packet;
 use sidepool_protocol::mysql::response::err_packet;
 
 use crate::error::BackendError;
+use crate::pg::errors::chain;
 
 /// `ER_CON_COUNT_ERROR` (1040, "Too many connections"): pool exhausted, wait timeout,
 /// max_waiting, max_clients.
@@ -60,22 +61,6 @@ pub fn before_greeting(payload: &[u8]) -> Vec<u8> {
     }
 }
 
-/// `e` and its causes, each cause left out when an earlier text already shows it (an I/O
-/// error's Display often repeats its source).
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
-}
-
 /// The server's text for error 1045, so drivers and people read it as usual.
 pub fn access_denied(user: &str, host: std::net::IpAddr, used_password: bool) -> String {
     format!(
@@ -119,7 +104,7 @@ pub fn checkout_failed(pool: &str, backend: &str, e: &PoolError<BackendError>) -
             format!(
                 "sidepool: Can't connect to MySQL server on '{backend}' (pool \"{pool}\"): {}; \
                  check that the database is up and reachable from this pod",
-                causes(e)
+                chain(e)
             ),
         ),
         PoolError::ConnectTimeout(after) => (
@@ -161,7 +146,7 @@ mod tests {
             source: std::io::ErrorKind::ConnectionRefused.into(),
         };
         assert_eq!(
-            causes(&e),
+            chain(&e),
             "cannot reach backend db:3306: connection refused"
         );
     }
