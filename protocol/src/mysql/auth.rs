@@ -160,7 +160,9 @@ pub fn auth_switch_request(plugin: &str, nonce: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decodes an AuthSwitchRequest: the plugin and its data (trailing NUL removed).
+/// Decodes an AuthSwitchRequest: the plugin and its data. The scramble-based plugins end their
+/// data with a NUL, which is removed; MariaDB's `client_ed25519` sends its 32-byte nonce bare, and
+/// a last nonce byte of 0 (one nonce in 256) is data, kept.
 ///
 /// # Errors
 /// A wrong first byte or no NUL after the plugin name.
@@ -175,7 +177,7 @@ pub fn parse_auth_switch(payload: &[u8]) -> Result<(String, Vec<u8>)> {
     let nul = rest.iter().position(|b| *b == 0).ok_or(bad)?;
     let plugin = String::from_utf8_lossy(&rest[..nul]).into_owned();
     let mut data = rest[nul + 1..].to_vec();
-    if data.last() == Some(&0) {
+    if plugin != ED25519 && data.last() == Some(&0) {
         data.pop();
     }
     Ok((plugin, data))
@@ -262,5 +264,22 @@ mod tests {
         assert!(parse_auth_switch(&[0xFE, b'x']).is_err());
         assert!(parse_auth_switch(&[]).is_err());
         assert_eq!(auth_more_data(&[FAST_AUTH_SUCCESS]), vec![1, 3]);
+    }
+
+    #[test]
+    fn an_ed25519_nonce_ending_in_zero_is_kept_whole() {
+        // Seen as an intermittent login failure to MariaDB: the trailing NUL strip cut the
+        // last byte off one ed25519 nonce in 256, and the signature no longer verified.
+        let mut nonce = [7u8; 32];
+        nonce[31] = 0;
+        let mut packet = vec![0xFE];
+        packet.extend_from_slice(b"client_ed25519\0");
+        packet.extend_from_slice(&nonce);
+        let (plugin, data) = parse_auth_switch(&packet).unwrap();
+        assert_eq!(plugin, ED25519);
+        assert_eq!(data, nonce);
+        // The scramble plugins' terminating NUL still goes.
+        let switch = auth_switch_request(NATIVE, &[9u8; 20]);
+        assert_eq!(parse_auth_switch(&switch).unwrap().1, [9u8; 20]);
     }
 }
