@@ -7,7 +7,10 @@ mod harness;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{DB, PASSWORD, USER, db_message, http_get, must_connect, must_eventually, must_one};
+use harness::{
+    DB, PASSWORD, PoolSpec, USER, config_text, db_message, http_get, must_connect, must_eventually,
+    must_one,
+};
 use sidepool::Server;
 use sidepool::route::health::CHECK_INTERVAL;
 use sidepool::service::Service;
@@ -47,32 +50,10 @@ fn must_start_cluster() -> Cluster {
 /// sidepool in transaction mode with `split = true` in front of `cluster`; `routing` adds
 /// lines to `[pools.routing]`.
 async fn must_start_proxy(cluster: &Cluster, routing: &str) -> Server {
-    let text = format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-
-[[pools]]
-name = "test"
-protocol = "postgres"
-listen = "127.0.0.1:0"
-mode = "transaction"
-primary = "127.0.0.1:{primary}"
-replicas = ["127.0.0.1:{replica}"]
-
-[pools.limits]
-max_open = 4
-
-[pools.routing]
-split = true
-{routing}
-
-[[pools.users]]
-name = "{USER}"
-password = "{PASSWORD}"
-"#,
-        primary = cluster.primary.port(),
-        replica = cluster.replica.port(),
+    let replica = format!("127.0.0.1:{}", cluster.replica.port());
+    let text = config_text(
+        &format!("127.0.0.1:{}", cluster.primary.port()),
+        &PoolSpec::transaction("max_open = 4").split(&[replica], routing),
     );
     let config = sidepool_config::parse(&text, "test.toml", &|_| None)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
