@@ -18,13 +18,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sidepool_config::PoolConfig;
-use sidepool_pool::{Connector, Pool, PoolError};
+use sidepool_pool::{Connector, Pool};
 use sidepool_protocol::dm::FrameRules;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::server::{Context, StartError};
+use crate::error::{BackendError, SessionError};
+use crate::lifecycle::{self, ClientSide, Reset, ServerSide, SyncError};
 use crate::service::{PoolCore, Service};
 use crate::session::ClientInfo;
 use crate::telemetry::Role;
@@ -64,7 +65,13 @@ pub struct DmService {
     pub rules: FrameRules,
 }
 
-crate::pool_service!(DmService, serve);
+impl std::ops::Deref for DmService {
+    type Target = PoolCore;
+
+    fn deref(&self) -> &PoolCore {
+        &self.core
+    }
+}
 
 /// The session stage of a `protocol = "dameng"` pool.
 ///
@@ -94,77 +101,78 @@ pub fn service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartE
     }))
 }
 
-/// Serves one accepted client connection to the end.
-async fn serve(
-    svc: Arc<DmService>,
-    client: TcpStream,
-    addr: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
-) {
-    let core = &svc.core;
-    if permit.is_none() {
-        // No DM error message format is known well enough to send one; the driver sees the
-        // connection closed before STARTUP is answered.
-        warn!(pool = %core.name, client.addr = %addr, max_clients = core.max_clients,
-            "client rejected: max_clients reached; closing its connection");
-        core.metrics.rejected_max_clients();
-        return;
+impl ClientSide for DmService {
+    fn pool_core(&self) -> &PoolCore {
+        &self.core
     }
-    let _connected = crate::telemetry::Counted::new(&core.clients);
-    let _ = client.set_nodelay(true);
-    let info = Arc::new(ClientInfo::new(
-        core.name.clone(),
-        addr,
-        String::new(),
-        String::new(),
-        String::new(),
-    ));
-    let _registered = core.sessions.register(&info);
-    let span = tracing::info_span!("client", pool = %core.name, client.addr = %addr);
-    async {
+
+    /// No DM error message format is known well enough to send one; the driver sees the
+    /// connection closed before STARTUP is answered.
+    async fn refuse(self: Arc<Self>, _stream: TcpStream, _message: String) -> bool {
+        true
+    }
+
+    async fn session(self: Arc<Self>, client: TcpStream, addr: SocketAddr) -> Result<(), SessionError> {
+        let core = &self.core;
+        let info = Arc::new(ClientInfo::new(
+            core.name.clone(),
+            addr,
+            String::new(),
+            String::new(),
+            String::new(),
+        ));
+        let _registered = core.sessions.register(&info);
         let server = tokio::select! {
-            s = checkout(&svc, &info) => s,
+            s = lifecycle::attach(&*self, &(), &info, &(), None) => s,
             () = info.killed() => {
                 info!(reason = ?info.kill_reason(), "client ended while waiting for a server connection");
-                return;
+                return Ok(());
             }
         };
         let server = match server {
-            Ok(s) => s,
+            Ok(s) => s.conn,
             Err(e) => {
-                warn!(error = %e, primary = %core.primary_addr,
+                warn!(error = %crate::error::chain(&e), primary = %core.primary_addr,
                     "sidepool: no DM server connection for this client; closing its connection");
-                return;
+                return Ok(());
             }
         };
-        let end = relay::run(&svc, client, server, &info).await;
+        let end = relay::run(&self, client, server, &info).await;
         debug!(end = ?end, "client session ended");
+        Ok(())
     }
-    .instrument(span)
-    .await;
 }
 
-/// A server connection for `info`: waits while the pool is paused, then checks out. A
-/// pre-opened idle connection that the server has closed meanwhile is discarded and the
-/// checkout tried once more.
-async fn checkout(
-    svc: &DmService,
-    info: &Arc<ClientInfo>,
-) -> Result<sidepool_pool::Pooled<DmConnector, Arc<ClientInfo>>, PoolError<std::io::Error>> {
-    svc.core.until_resumed().await;
-    let conn = svc.primary.get(&(), info.clone()).await?;
-    if still_open(&conn) {
-        return Ok(conn);
-    }
-    debug!("pre-opened DM server connection was closed by the server; trying another");
-    conn.discard();
-    svc.core.until_resumed().await;
-    svc.primary.get(&(), info.clone()).await
-}
+impl ServerSide for DmService {
+    type Connector = DmConnector;
+    type State = ();
 
-/// Whether a fresh or idle server connection looks usable: no bytes and no EOF waiting (a DM
-/// server speaks only when asked).
-fn still_open(conn: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(conn.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    fn pool_core(&self) -> &PoolCore {
+        &self.core
+    }
+
+    fn primary(&self) -> &DmPool {
+        &self.primary
+    }
+
+    fn replica(&self, _index: usize) -> &DmPool {
+        // Never called: a DM pool lists no replica backends (its `PoolCore::replicas` is empty).
+        &self.primary
+    }
+
+    /// A fresh or idle DM connection is usable when no bytes and no EOF wait on it: a DM
+    /// server speaks only when asked.
+    fn is_dead(conn: &mut TcpStream) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(conn.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    async fn sync(_conn: &mut TcpStream, _state: &()) -> Result<(), SyncError> {
+        Ok(())
+    }
+
+    /// Never called: a DM session is never given to another client (see the module doc).
+    async fn reset(_conn: &mut TcpStream, _reset: Reset) -> Result<(), BackendError> {
+        Ok(())
+    }
 }

@@ -11,6 +11,7 @@ pub mod dm;
 pub mod error;
 pub mod io;
 pub mod leaks;
+pub mod lifecycle;
 pub mod mysql;
 pub mod pg;
 pub mod route;

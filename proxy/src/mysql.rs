@@ -64,7 +64,13 @@ pub struct MyService {
     pub status_watch: Option<tidb::StatusWatch>,
 }
 
-crate::pool_service!(MyService, client::serve);
+impl std::ops::Deref for MyService {
+    type Target = PoolCore;
+
+    fn deref(&self) -> &PoolCore {
+        &self.core
+    }
+}
 
 impl MyService {
     /// The service of a `mysql`/`tidb` pool. Starts the TiDB status watch when configured, so

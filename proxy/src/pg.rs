@@ -111,7 +111,13 @@ impl PgService {
     }
 }
 
-crate::pool_service!(PgService, client::serve);
+impl std::ops::Deref for PgService {
+    type Target = PoolCore;
+
+    fn deref(&self) -> &PoolCore {
+        &self.core
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use crate::leaks::LeakSettings;
+use crate::lifecycle::ClientSide;
 use crate::route::{Replica, Routing, RoutingSettings};
 use crate::session::ClientInfo;
 use crate::telemetry::{PoolMetrics, Role};
@@ -218,6 +219,13 @@ impl PoolCore {
         }
     }
 
+    /// Counts a client that went away inside a transaction or mid-statement.
+    pub fn abandoned(&self) {
+        self.abandoned_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.abandoned();
+    }
+
     /// Waits while the pool is paused (console `PAUSE`); returns at once otherwise. Sessions
     /// call it before every checkout.
     pub async fn until_resumed(&self) {
@@ -289,7 +297,9 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// A protocol's client-facing side: the server accepts a socket and hands it to `serve`.
+/// A protocol's client-facing side as the server sees it: it accepts a socket and hands it to
+/// `serve`. Every [`ClientSide`] is one; the session lifecycle behind `serve` is
+/// [`crate::lifecycle::admit`].
 pub trait Service: Send + Sync + Debug + 'static {
     /// The protocol-neutral part.
     fn core(&self) -> &PoolCore;
@@ -305,33 +315,17 @@ pub trait Service: Send + Sync + Debug + 'static {
     ) -> BoxFuture<'static, ()>;
 }
 
-/// Implements `Deref<Target = PoolCore>` and [`Service`] for a protocol's service struct that
-/// has a `core: PoolCore` field, with `$serve(Arc<Self>, TcpStream, SocketAddr, Option<permit>)`
-/// as its session.
-#[macro_export]
-macro_rules! pool_service {
-    ($ty:ty, $serve:path) => {
-        impl std::ops::Deref for $ty {
-            type Target = $crate::service::PoolCore;
+impl<S: ClientSide + Debug> Service for S {
+    fn core(&self) -> &PoolCore {
+        self.pool_core()
+    }
 
-            fn deref(&self) -> &$crate::service::PoolCore {
-                &self.core
-            }
-        }
-
-        impl $crate::service::Service for $ty {
-            fn core(&self) -> &$crate::service::PoolCore {
-                &self.core
-            }
-
-            fn serve(
-                self: std::sync::Arc<Self>,
-                stream: tokio::net::TcpStream,
-                addr: std::net::SocketAddr,
-                permit: Option<tokio::sync::OwnedSemaphorePermit>,
-            ) -> $crate::service::BoxFuture<'static, ()> {
-                Box::pin($serve(self, stream, addr, permit))
-            }
-        }
-    };
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(crate::lifecycle::admit(self, stream, addr, permit))
+    }
 }

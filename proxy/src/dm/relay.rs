@@ -12,7 +12,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -160,8 +159,7 @@ pub async fn run(
     drop(client);
     if relay.in_transaction || !relay.pending.is_empty() {
         // The server rolls back when its connection closes.
-        svc.core.abandoned_total.fetch_add(1, Relaxed);
-        svc.core.metrics.abandoned();
+        svc.core.abandoned();
     }
     match &end {
         End::Lifetime => server.release(),

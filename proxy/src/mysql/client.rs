@@ -14,8 +14,7 @@ use sidepool_protocol::mysql::handshake::{self, Greeting, HandshakeResponse41};
 use sidepool_protocol::mysql::{CapabilityFlags, StatusFlags, auth, packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, warn};
 
 use super::MyService;
 use super::backend::{BASE_CAPABILITIES, ConnKey, KEYED_CAPABILITIES};
@@ -24,7 +23,9 @@ use super::errors::{
 };
 use super::relay::Relay;
 use crate::error::SessionError;
-use crate::pg::errors::chain;
+use crate::lifecycle::ClientSide;
+use crate::lifecycle::admit::MAX_CLIENTS_HINT;
+use crate::service::PoolCore;
 use crate::session::ClientInfo;
 use crate::tls::Stream;
 
@@ -52,55 +53,42 @@ pub struct Login {
     pub nonce: Vec<u8>,
 }
 
-/// Serves one accepted client connection to the end. `permit` is `None` when the pool's
-/// `max_clients` is exhausted: the client gets error 1040 instead of a greeting.
-pub async fn serve(
-    svc: Arc<MyService>,
-    tcp: TcpStream,
-    addr: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
-) {
-    let _ = tcp.set_nodelay(true);
-    let stream = Stream::Plain(tcp);
-    if permit.is_none() {
-        let mut stream = stream;
-        let msg = format!(
-            "sidepool: too many client connections to pool \"{}\" (max_clients {}); raise \
-             [pools.limits] max_clients, or use fewer connections per application instance",
-            svc.name, svc.max_clients
-        );
+impl ClientSide for MyService {
+    fn pool_core(&self) -> &PoolCore {
+        &self.core
+    }
+
+    /// Error 1040 in place of the greeting: MySQL clients read first.
+    async fn refuse(self: Arc<Self>, tcp: TcpStream, message: String) -> bool {
+        let msg = format!("{message}; {MAX_CLIENTS_HINT}");
         let refusal = errors::before_greeting(&sidepool_protocol::mysql::response::err_packet(
             TOO_MANY_CONNECTIONS,
             "08004",
             &msg,
         ));
-        let _ = stream.write_all(&packet::encode(0, &refusal)).await;
-        warn!(pool = %svc.name, client.addr = %addr, "client rejected: max_clients reached");
-        svc.metrics.rejected_max_clients();
-        return;
+        let _ = Stream::Plain(tcp)
+            .write_all(&packet::encode(0, &refusal))
+            .await;
+        true
     }
-    let _connected = crate::telemetry::Counted::new(&svc.clients);
-    let span = tracing::info_span!("client", pool = %svc.name, client.addr = %addr);
-    let result = async {
+
+    async fn session(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr) -> Result<(), SessionError> {
         let mut buf = BytesMut::with_capacity(1024);
-        let (stream, login) =
-            match tokio::time::timeout(LOGIN_TIMEOUT, login(&svc, stream, &mut buf, addr)).await {
-                Ok(Ok(Some(login))) => login,
-                Ok(Ok(None)) => return Ok(()),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(SessionError::LoginTimeout(LOGIN_TIMEOUT)),
-            };
-        debug!(user = %login.info.user, database = %login.info.database, "client authenticated");
-        let _registered = svc.sessions.register(&login.info);
-        Relay::start(svc.clone(), stream, buf, login).await
-    };
-    if let Err(e) = result.instrument(span.clone()).await {
-        match e.side() {
-            crate::error::Side::Client => {
-                debug!(parent: &span, error = %chain(&e), "client session ended")
-            }
-            _ => info!(parent: &span, error = %chain(&e), "client session failed"),
-        }
+        let greeted = tokio::time::timeout(
+            LOGIN_TIMEOUT,
+            login(&self, Stream::Plain(tcp), &mut buf, addr),
+        )
+        .await;
+        let (stream, login) = match greeted {
+            Ok(Ok(Some(login))) => login,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(SessionError::LoginTimeout(LOGIN_TIMEOUT)),
+        };
+        tracing::Span::current().record("user", login.info.user.as_str());
+        debug!(database = %login.info.database, "client authenticated");
+        let _registered = self.sessions.register(&login.info);
+        Relay::start(self.clone(), stream, buf, login).await
     }
 }
 

@@ -1,5 +1,7 @@
-//! Client login: startup packets, refusing TLS/GSS encryption (TLS comes with a later issue),
-//! CancelRequest, authentication against `[[pools.users]]`, and the login reply.
+//! Client login: startup packets, the TLS upgrade as `[pools.tls] client_mode` allows (GSS
+//! encryption is refused), CancelRequest, authentication against `[[pools.users]]`, and the
+//! login reply. The session lifecycle around it (admission, `max_clients`) is
+//! [`crate::lifecycle`]'s.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,14 +17,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::tls::Stream;
-use tokio::sync::OwnedSemaphorePermit;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, warn};
 
 use super::PgService;
 use super::backend::ConnKey;
 use super::errors::{self, INVALID_AUTHORIZATION, INVALID_PASSWORD, PROTOCOL_VIOLATION, error};
 use super::relay::Relay;
 use crate::error::SessionError;
+use crate::lifecycle::ClientSide;
+use crate::lifecycle::admit::MAX_CLIENTS_HINT;
+use crate::service::PoolCore;
 use crate::session::ClientInfo;
 
 /// How long a client may take from connecting to finishing authentication.
@@ -31,39 +35,89 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Startup parameters that are not session settings to replay on a server connection.
 const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
 
-/// Serves one accepted client connection to the end. `permit` is `None` when the pool's
-/// `max_clients` is exhausted: the client is told so once it has said hello.
-pub async fn serve(
-    svc: Arc<PgService>,
-    tcp: TcpStream,
-    addr: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
-) {
-    let _ = tcp.set_nodelay(true);
-    let mut buf = BytesMut::with_capacity(512);
-    // The login and relay stages run in boxed futures of their own: this one lives as long as
-    // the client, so only what they share is kept for an idle client.
-    let hello = Box::pin(tokio::time::timeout(
-        LOGIN_TIMEOUT,
-        read_startup(&svc, Stream::Plain(tcp), &mut buf),
-    ))
-    .await;
-    let (mut stream, params) = match hello {
-        Ok(Ok((stream, Some(params)))) => (stream, params),
-        Ok(Ok((_, None))) => return, // a cancel request, or the client went away
-        Ok(Err(e)) => {
-            debug!(error = %errors::chain(&e), "client startup failed");
-            return;
+impl ClientSide for PgService {
+    fn pool_core(&self) -> &PoolCore {
+        &self.core
+    }
+
+    /// Refuses after the startup packet, the first moment PostgreSQL clients read an answer;
+    /// a CancelRequest is served all the same (it is no client).
+    async fn refuse(self: Arc<Self>, tcp: TcpStream, message: String) -> bool {
+        let mut buf = BytesMut::with_capacity(512);
+        let hello = tokio::time::timeout(
+            LOGIN_TIMEOUT,
+            read_startup(&self, Stream::Plain(tcp), &mut buf),
+        )
+        .await;
+        let Ok(Ok((mut stream, Some(_)))) = hello else {
+            return false;
+        };
+        if self.refuse_plaintext(&mut stream).await {
+            return false;
         }
-        Err(_) => {
-            debug!("client sent no startup packet in time");
-            return;
+        let refusal = error(
+            Severity::Fatal,
+            errors::TOO_MANY_CONNECTIONS,
+            &message,
+            Some(MAX_CLIENTS_HINT),
+        );
+        let _ = stream.write_all(&refusal).await;
+        true
+    }
+
+    async fn session(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr) -> Result<(), SessionError> {
+        let mut buf = BytesMut::with_capacity(512);
+        // The login and relay stages run in boxed futures of their own: this one lives as long
+        // as the client, so only what they share is kept for an idle client.
+        let hello = Box::pin(tokio::time::timeout(
+            LOGIN_TIMEOUT,
+            read_startup(&self, Stream::Plain(tcp), &mut buf),
+        ))
+        .await;
+        let (mut stream, params) = match hello {
+            Ok(Ok((stream, Some(params)))) => (stream, params),
+            Ok(Ok((_, None))) => return Ok(()), // a cancel request, or the client went away
+            Ok(Err(e)) => {
+                debug!(error = %errors::chain(&e), "client startup failed");
+                return Ok(());
+            }
+            Err(_) => {
+                debug!("client sent no startup packet in time");
+                return Ok(());
+            }
+        };
+        if self.refuse_plaintext(&mut stream).await {
+            return Ok(());
         }
-    };
-    if svc.client_tls.requires_tls() && !stream.is_tls() {
+        let Some(login) = Login::new(&self, addr, &params) else {
+            let why = "no PostgreSQL user name specified in startup packet";
+            let _ = stream
+                .write_all(&error(Severity::Fatal, INVALID_AUTHORIZATION, why, None))
+                .await;
+            return Ok(());
+        };
+        tracing::Span::current().record("user", login.info.user.as_str());
+        if !self.authenticate_in_time(&mut stream, &mut buf, &login.info.user).await? {
+            return Ok(());
+        }
+        debug!(database = %login.info.database, "client authenticated");
+        if login.info.database == crate::console::DATABASE {
+            return Box::pin(crate::console::run(&self, stream, buf, login)).await;
+        }
+        let _registered = self.sessions.register(&login.info);
+        Box::pin(Relay::start(self.clone(), stream, buf, login)).await
+    }
+}
+
+impl PgService {
+    /// Refuses a plaintext client of a pool that accepts only TLS; `true` if it did.
+    async fn refuse_plaintext(&self, stream: &mut Stream) -> bool {
+        if !self.client_tls.requires_tls() || stream.is_tls() {
+            return false;
+        }
         let msg = format!(
             "sidepool: pool \"{}\" accepts only TLS connections",
-            svc.name
+            self.name
         );
         let hint = "connect with sslmode=require (or verify-full)";
         let _ = stream
@@ -74,51 +128,24 @@ pub async fn serve(
                 Some(hint),
             ))
             .await;
-        return;
+        true
     }
-    if permit.is_none() {
-        let msg = format!(
-            "sidepool: too many client connections to pool \"{}\" (max_clients {})",
-            svc.name, svc.max_clients
-        );
-        let hint =
-            "raise [pools.limits] max_clients, or use fewer connections per application instance";
-        let _ = stream
-            .write_all(&error(
-                Severity::Fatal,
-                errors::TOO_MANY_CONNECTIONS,
-                &msg,
-                Some(hint),
-            ))
-            .await;
-        warn!(pool = %svc.name, client.addr = %addr, "client rejected: max_clients reached");
-        svc.metrics.rejected_max_clients();
-        return;
-    }
-    let _connected = crate::telemetry::Counted::new(&svc.clients);
-    let login = Login::new(&svc, addr, &params);
-    let Some(login) = login else {
-        let _ = stream
-            .write_all(&error(
-                Severity::Fatal,
-                INVALID_AUTHORIZATION,
-                "no PostgreSQL user name specified in startup packet",
-                None,
-            ))
-            .await;
-        return;
-    };
-    let span = tracing::info_span!("client", pool = %svc.name, client.addr = %addr, user = %login.info.user);
-    let result = async {
-        match Box::pin(tokio::time::timeout(
+
+    /// [`authenticate`] within [`LOGIN_TIMEOUT`]. `Ok(false)`: the client failed or left (it
+    /// was told).
+    async fn authenticate_in_time(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        user: &str,
+    ) -> Result<bool, SessionError> {
+        let auth = Box::pin(tokio::time::timeout(
             LOGIN_TIMEOUT,
-            authenticate(&svc, &mut stream, &mut buf, &login.info.user),
+            authenticate(self, stream, buf, user),
         ))
-        .await
-        {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return Ok(()),
-            Ok(Err(e)) => return Err(e),
+        .await;
+        match auth {
+            Ok(done) => done,
             Err(_) => {
                 // PgBouncer's client_login_timeout does the same: say why before closing.
                 let why = format!(
@@ -129,22 +156,8 @@ pub async fn serve(
                 let _ = stream
                     .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, &why, None))
                     .await;
-                return Err(SessionError::LoginTimeout(LOGIN_TIMEOUT));
+                Err(SessionError::LoginTimeout(LOGIN_TIMEOUT))
             }
-        }
-        debug!(database = %login.info.database, "client authenticated");
-        if login.info.database == crate::console::DATABASE {
-            return Box::pin(crate::console::run(&svc, stream, buf, login)).await;
-        }
-        let _registered = svc.sessions.register(&login.info);
-        Box::pin(Relay::start(svc.clone(), stream, buf, login)).await
-    };
-    if let Err(e) = result.instrument(span.clone()).await {
-        match e.side() {
-            crate::error::Side::Client => {
-                debug!(parent: &span, error = %errors::chain(&e), "client session ended")
-            }
-            _ => info!(parent: &span, error = %errors::chain(&e), "client session failed"),
         }
     }
 }

@@ -98,21 +98,7 @@ pub fn checkout_failed(
     }
 }
 
-/// An error and its causes on one line, each cause left out when the text so far already
-/// shows it (an error's Display often repeats its source: "cannot reach backend …: {source}").
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
-}
+pub use crate::error::chain;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,164 @@
+//! Attaching a server connection to a client session: the replica the router chose, falling
+//! back to the primary when that replica cannot be reached, with dead idle connections skipped
+//! and the client's session state replayed.
+
+use std::sync::Arc;
+
+use sidepool_pool::{ErrorSide, PoolError};
+use tracing::debug;
+
+use super::{BackendPool, Conn, ConnectError, DEAD_RETRIES, ServerSide};
+use crate::error::BackendError;
+use crate::route::Lease;
+use crate::session::ClientInfo;
+
+/// A server connection attached to a client session.
+#[derive(Debug)]
+pub struct Attached<S: ServerSide> {
+    /// The connection.
+    pub conn: Conn<S>,
+    /// The replica it belongs to (counted as outstanding while attached), `None` for the
+    /// primary.
+    pub replica: Option<Lease>,
+}
+
+/// Why bringing a connection in line with the client's state failed.
+#[derive(Debug)]
+pub enum SyncError {
+    /// The server refused a setting: the client gets this error; the connection is fine.
+    Refused(BackendError),
+    /// The connection failed: it is closed.
+    Failed(BackendError),
+}
+
+/// Why no server connection could be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutFailure<E: std::error::Error + 'static> {
+    /// The pool gave none: wait timeout, too many waiting, closed, or opening one failed.
+    #[error("no server connection from backend {addr}")]
+    Pool {
+        /// `host:port` of the backend.
+        addr: String,
+        /// The pool's error.
+        #[source]
+        error: PoolError<E>,
+    },
+    /// Every idle connection tried had been closed by the server.
+    #[error("every idle server connection to {addr} was closed by the server")]
+    AllDead {
+        /// `host:port` of the backend.
+        addr: String,
+    },
+    /// The server refused the client's session state (its error is for the client).
+    #[error("the server refused the session's settings")]
+    Refused(#[source] BackendError),
+    /// The connection failed while taking the client's session state.
+    #[error("server connection to {addr} failed")]
+    Failed {
+        /// `host:port` of the backend.
+        addr: String,
+        /// What failed.
+        #[source]
+        error: BackendError,
+    },
+}
+
+impl<E: std::error::Error + 'static> CheckoutFailure<E> {
+    /// Whether the backend could not be reached, so that another backend may serve the client
+    /// (nothing of its request was sent yet).
+    pub fn unreachable(&self) -> bool {
+        match self {
+            CheckoutFailure::Pool { error, .. } => error.kind().side() == ErrorSide::Server,
+            CheckoutFailure::AllDead { .. } | CheckoutFailure::Failed { .. } => true,
+            CheckoutFailure::Refused(_) => false,
+        }
+    }
+}
+
+/// Attaches a server connection for the client `info` with session `state`: from replica
+/// `replica` if given, falling back to the primary when that replica cannot be reached (the
+/// replica is then reported to its health check), else from the primary. Waits first while
+/// the pool is paused (console `PAUSE`).
+///
+/// # Errors
+/// The checkout of the last backend tried failed; see [`CheckoutFailure`].
+pub async fn attach<S: ServerSide>(
+    svc: &S,
+    key: &<S::Connector as sidepool_pool::Connector>::Key,
+    info: &Arc<ClientInfo>,
+    state: &S::State,
+    replica: Option<usize>,
+) -> Result<Attached<S>, CheckoutFailure<ConnectError<S>>> {
+    let core = svc.pool_core();
+    core.until_resumed().await;
+    if let Some(i) = replica {
+        let r = &core.replicas[i];
+        let lease = r.lease();
+        match checkout::<S>(svc.replica(i), &r.addr, key, info, state).await {
+            Ok(conn) => {
+                return Ok(Attached {
+                    conn,
+                    replica: Some(lease),
+                });
+            }
+            Err(f) if f.unreachable() => {
+                debug!(backend = %r.addr, "replica unreachable at checkout; the read goes to the primary");
+                r.connect_failed();
+            }
+            Err(f) => return Err(f),
+        }
+    }
+    let conn = checkout::<S>(svc.primary(), &core.primary_addr, key, info, state).await?;
+    Ok(Attached {
+        conn,
+        replica: None,
+    })
+}
+
+/// One backend's checkout: skips up to [`DEAD_RETRIES`] idle connections that the server
+/// closed meanwhile, then replays `state` on the connection.
+///
+/// # Errors
+/// See [`CheckoutFailure`]; a connection that failed is closed, one whose server refused the
+/// state goes back to the pool.
+pub async fn checkout<S: ServerSide>(
+    pool: &BackendPool<S>,
+    addr: &str,
+    key: &<S::Connector as sidepool_pool::Connector>::Key,
+    info: &Arc<ClientInfo>,
+    state: &S::State,
+) -> Result<Conn<S>, CheckoutFailure<ConnectError<S>>> {
+    for _ in 0..DEAD_RETRIES {
+        let mut conn = match pool.get(key, info.clone()).await {
+            Ok(c) => c,
+            Err(error) => {
+                return Err(CheckoutFailure::Pool {
+                    addr: addr.to_owned(),
+                    error,
+                });
+            }
+        };
+        if S::is_dead(&mut conn) {
+            debug!(backend = addr, "idle server connection was closed by the server; discarding it");
+            conn.discard();
+            continue;
+        }
+        return match S::sync(&mut conn, state).await {
+            Ok(()) => Ok(conn),
+            Err(SyncError::Refused(e)) => {
+                conn.release();
+                Err(CheckoutFailure::Refused(e))
+            }
+            Err(SyncError::Failed(error)) => {
+                conn.discard();
+                Err(CheckoutFailure::Failed {
+                    addr: addr.to_owned(),
+                    error,
+                })
+            }
+        };
+    }
+    Err(CheckoutFailure::AllDead {
+        addr: addr.to_owned(),
+    })
+}
