@@ -23,9 +23,9 @@ use sidepool_protocol::dm::FrameRules;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::server::{Context, StartError};
 use crate::error::{BackendError, SessionError};
 use crate::lifecycle::{self, ClientSide, Reset, ServerSide, SyncError};
+use crate::server::{Context, StartError};
 use crate::service::{PoolCore, Service};
 use crate::session::ClientInfo;
 use crate::telemetry::Role;
@@ -112,7 +112,11 @@ impl ClientSide for DmService {
         true
     }
 
-    async fn session(self: Arc<Self>, client: TcpStream, addr: SocketAddr) -> Result<(), SessionError> {
+    async fn session(
+        self: Arc<Self>,
+        client: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<(), SessionError> {
         let core = &self.core;
         let info = Arc::new(ClientInfo::new(
             core.name.clone(),

@@ -1,4 +1,6 @@
-//! I/O helpers shared by the relays, generic over plaintext and TLS streams.
+//! The one way the relays read and write sockets ([`read_some`], [`write_reading`]), generic
+//! over plaintext, TLS and bare TCP streams, and the per-thread spare buffers that let an idle
+//! session hold none.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -8,6 +10,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::tls::Stream;
 
@@ -56,7 +59,31 @@ pub fn give_buffer(buf: &mut BytesMut) {
     }
 }
 
-/// Reads what the peer sent into `buf`: the number of bytes, 0 at EOF.
+/// A socket the relays read and write: a client's or server's plaintext or TLS stream, or a
+/// bare TCP stream (Dameng).
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP stream when bytes are read from it unchanged (no TLS layer between), so that
+    /// readiness can be awaited before a buffer is taken.
+    fn plain_tcp(&self) -> Option<&TcpStream>;
+}
+
+impl Socket for Stream {
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(tcp) => Some(tcp),
+            _ => None,
+        }
+    }
+}
+
+impl Socket for TcpStream {
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+/// Reads what the peer sent into `buf`: the number of bytes, 0 at EOF. Every relay reads its
+/// sockets through this one function.
 ///
 /// A session parked without a buffer (`buf` has no capacity, see [`give_buffer`]) first waits
 /// until a plaintext socket is readable and only then takes a buffer and reads, so the wait
@@ -65,9 +92,12 @@ pub fn give_buffer(buf: &mut BytesMut) {
 ///
 /// # Cancel safety
 /// Cancel safe: bytes are appended to `buf` only when the read completes.
-pub async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
+pub async fn read_some<S: Socket + ?Sized>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
     if buf.capacity() == 0 {
-        if let Stream::Plain(tcp) = stream {
+        if let Some(tcp) = stream.plain_tcp() {
             tcp.readable().await?;
         }
         // Readable: the read below finds bytes at once (it waits, holding the buffer, only

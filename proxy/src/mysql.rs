@@ -7,6 +7,7 @@
 //! no transaction, [`backend`] opens and logs in server connections, [`effects`] finds what a
 //! statement does to session state, [`replay`] moves that state between server connections.
 
+pub mod attach;
 pub mod backend;
 pub mod client;
 pub mod effects;

@@ -5,6 +5,7 @@
 //! of a transaction (or of the session) and forwards bytes until the server is idle again,
 //! [`backend`] opens and logs in server connections, [`cancel`] routes CancelRequests.
 
+pub mod attach;
 pub mod backend;
 pub mod cancel;
 pub mod client;

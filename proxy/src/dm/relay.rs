@@ -17,12 +17,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use sidepool_pool::Pooled;
 use sidepool_protocol::dm::{self, FrameRules, HeaderError, command};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{DmConnector, DmService};
+use crate::io::{Socket, read_some, write_reading};
+use crate::lifecycle::INBOX_CAP;
 use crate::session::ClientInfo;
 
 /// Bytes read from a socket at a time.
@@ -82,10 +84,7 @@ impl Frames {
     ///
     /// # Cancel safety
     /// Safe: bytes read stay in the buffer for the next call.
-    async fn next(
-        &mut self,
-        stream: &mut (impl AsyncRead + Unpin),
-    ) -> Result<Option<BytesMut>, ReadError> {
+    async fn next(&mut self, stream: &mut impl Socket) -> Result<Option<BytesMut>, ReadError> {
         loop {
             if self.opaque {
                 if !self.buf.is_empty() {
@@ -99,7 +98,7 @@ impl Frames {
             if self.buf.capacity() - self.buf.len() < READ_CHUNK {
                 self.buf.reserve(READ_CHUNK);
             }
-            match stream.read_buf(&mut self.buf).await {
+            match read_some(stream, &mut self.buf).await {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) => {
                     return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -221,7 +220,7 @@ impl Relay<'_> {
                 r = self.from_client.next(client) => match r {
                     Ok(Some(bytes)) if self.opaque => {
                         self.info.touch(true);
-                        server.write_all(&bytes).await.map_err(End::Io)
+                        send(server, &bytes, &mut self.from_server).await
                     }
                     Ok(Some(frame)) => self.request(frame, server).await,
                     Ok(None) => Err(End::ClientLeft),
@@ -231,7 +230,7 @@ impl Relay<'_> {
                 r = self.from_server.next(&mut **server) => match r {
                     Ok(Some(bytes)) if self.opaque => {
                         self.info.touch(false);
-                        client.write_all(&bytes).await.map_err(End::Io)
+                        send(client, &bytes, &mut self.from_client).await
                     }
                     Ok(Some(frame)) => self.reply(frame, client).await,
                     Ok(None) => Err(End::ServerLeft),
@@ -276,7 +275,7 @@ impl Relay<'_> {
         self.pending.push_back(kind);
         self.info.touch(true);
         self.last_activity = Instant::now();
-        server.write_all(&frame).await.map_err(End::Io)
+        send(server, &frame, &mut self.from_server).await
     }
 
     async fn reply(&mut self, frame: BytesMut, client: &mut TcpStream) -> Result<(), End> {
@@ -310,8 +309,17 @@ impl Relay<'_> {
         }
         self.info.touch(!self.pending.is_empty());
         self.last_activity = Instant::now();
-        client.write_all(&frame).await.map_err(End::Io)
+        send(client, &frame, &mut self.from_client).await
     }
+}
+
+/// Writes `bytes` to `peer`, keeping what `peer` sends meanwhile for its next read (see
+/// [`write_reading`]).
+async fn send(peer: &mut TcpStream, bytes: &[u8], from_peer: &mut Frames) -> Result<(), End> {
+    write_reading(peer, bytes, &mut from_peer.buf, INBOX_CAP)
+        .await
+        .map(drop)
+        .map_err(End::Io)
 }
 
 /// The command's name for leak reports (DM bodies, and so SQL, are not decoded).

@@ -55,7 +55,8 @@ pub async fn admit<S: ClientSide>(
             "sidepool: too many client connections to pool \"{}\" (max_clients {})",
             core.name, core.max_clients
         );
-        let (name, max_clients, metrics) = (core.name.clone(), core.max_clients, core.metrics.clone());
+        let (name, max_clients, metrics) =
+            (core.name.clone(), core.max_clients, core.metrics.clone());
         if svc.clone().refuse(stream, message).await {
             warn!(pool = %name, client.addr = %addr, max_clients, "client rejected: max_clients reached");
             metrics.rejected_max_clients();
@@ -69,7 +70,11 @@ pub async fn admit<S: ClientSide>(
         client.addr = %addr,
         user = tracing::field::Empty
     );
-    let ended = svc.clone().session(stream, addr).instrument(span.clone()).await;
+    let ended = svc
+        .clone()
+        .session(stream, addr)
+        .instrument(span.clone())
+        .await;
     if let Err(e) = ended {
         match e.side() {
             Side::Client => debug!(parent: &span, error = %chain(&e), "client session ended"),

@@ -139,7 +139,10 @@ pub async fn checkout<S: ServerSide>(
             }
         };
         if S::is_dead(&mut conn) {
-            debug!(backend = addr, "idle server connection was closed by the server; discarding it");
+            debug!(
+                backend = addr,
+                "idle server connection was closed by the server; discarding it"
+            );
             conn.discard();
             continue;
         }

@@ -72,7 +72,11 @@ impl ClientSide for MyService {
         true
     }
 
-    async fn session(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr) -> Result<(), SessionError> {
+    async fn session(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<(), SessionError> {
         let mut buf = BytesMut::with_capacity(1024);
         let greeted = tokio::time::timeout(
             LOGIN_TIMEOUT,

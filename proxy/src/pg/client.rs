@@ -65,7 +65,11 @@ impl ClientSide for PgService {
         true
     }
 
-    async fn session(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr) -> Result<(), SessionError> {
+    async fn session(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<(), SessionError> {
         let mut buf = BytesMut::with_capacity(512);
         // The login and relay stages run in boxed futures of their own: this one lives as long
         // as the client, so only what they share is kept for an idle client.
@@ -97,7 +101,10 @@ impl ClientSide for PgService {
             return Ok(());
         };
         tracing::Span::current().record("user", login.info.user.as_str());
-        if !self.authenticate_in_time(&mut stream, &mut buf, &login.info.user).await? {
+        if !self
+            .authenticate_in_time(&mut stream, &mut buf, &login.info.user)
+            .await?
+        {
             return Ok(());
         }
         debug!(database = %login.info.database, "client authenticated");
