@@ -7,7 +7,8 @@
 # Both poolers: transaction mode, 20 server connections, SCRAM-SHA-256 for clients and server.
 # Knobs (environment): BENCH_DURATION (measured time per round and target, default 8s),
 # BENCH_WARMUP (default 1s), BENCH_ROUNDS (default 3), BENCH_IDLE (idle clients, default 2000),
-# BENCH_SCALE (pgbench scale, default 10). The defaults keep a run near 10 minutes on 2 cores.
+# BENCH_SCALE (pgbench scale, default 10), BENCH_BASELINE (a second sidepool binary measured
+# beside this one as `sidepool-base`). The defaults keep a run near 10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -114,10 +115,12 @@ max_clients = 5000
 [[pools.users]]
 name = \"bench\"
 password = \"\${SIDEPOOL_BENCH_PASSWORD}\""
-cat >"$work/sidepool.toml" <<TOML
+# sidepool's config with its admin, PostgreSQL and MySQL ports.
+sidepool_toml() {
+  cat <<TOML
 # Written by scripts/bench.sh.
 [admin]
-listen = "127.0.0.1:$admin_port"
+listen = "127.0.0.1:$1"
 
 [log]
 level = "warn"
@@ -125,7 +128,7 @@ level = "warn"
 [[pools]]
 name = "bench"
 protocol = "postgres"
-listen = "127.0.0.1:$sp_port"
+listen = "127.0.0.1:$2"
 mode = "transaction"
 primary = "$PGHOST:$PGPORT"
 client_auth = "password"
@@ -135,20 +138,41 @@ $pool_rest
 [[pools]]
 name = "bench-mysql"
 protocol = "mysql"
-listen = "127.0.0.1:$sp_my_port"
+listen = "127.0.0.1:$3"
 mode = "transaction"
 primary = "$MYSQL_HOST:$MYSQL_PORT"
 client_auth = "password"
 
 $pool_rest
 TOML
-"$target/sidepool" check --config "$work/sidepool.toml" >"$work/check.log" 2>&1 ||
-  { cat "$work/check.log" >&2; exit 1; }
+}
+# Starts `$1` (a sidepool binary) as `$2` with config `$2.toml`; sets `started_pid`.
+start_sidepool() {
+  "$1" check --config "$work/$2.toml" >"$work/$2-check.log" 2>&1 ||
+    { cat "$work/$2-check.log" >&2; exit 1; }
+  "$1" --config "$work/$2.toml" 2>"$work/$2.log" &
+  started_pid=$!
+  pids+=("$started_pid")
+}
+sidepool_toml "$admin_port" "$sp_port" "$sp_my_port" >"$work/sidepool.toml"
 echo "==> starting sidepool on 127.0.0.1:$sp_port"
-"$target/sidepool" --config "$work/sidepool.toml" 2>"$work/sidepool.log" &
-sp_pid=$!
-pids+=("$sp_pid")
+start_sidepool "$target/sidepool" sidepool
+sp_pid=$started_pid
 wait_port "$sp_port" "$sp_pid" sidepool
+
+# BENCH_BASELINE=/path/to/sidepool: a second sidepool (another build, e.g. main's) measured in
+# the same interleaved runs as `sidepool-base`, so that a change's cost is compared side by side.
+baseline=()
+my_baseline=()
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  base_port="$(free_port)"
+  base_my_port="$(free_port)"
+  sidepool_toml "$(free_port)" "$base_port" "$base_my_port" >"$work/sidepool-base.toml"
+  echo "==> starting the baseline sidepool ($BENCH_BASELINE) on 127.0.0.1:$base_port"
+  start_sidepool "$BENCH_BASELINE" sidepool-base
+  base_pid=$started_pid
+  wait_port "$base_port" "$base_pid" sidepool-base
+fi
 
 pgb_port="$(free_port)"
 pgb_version="$("$pgbouncer_bin" --version | head -n 1 | awk '{print $2}')"
@@ -195,11 +219,17 @@ dsn() { echo "host=127.0.0.1 port=$1 user=bench password=$password dbname=bench"
 direct=(--target "direct=$(dsn "$PGPORT")")
 sidepool=(--target "sidepool=$(dsn "$sp_port")" --pid "sidepool=$sp_pid")
 pgbouncer=(--target "pgbouncer=$(dsn "$pgb_port")" --pid "pgbouncer=$pgb_pid")
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  baseline=(--target "sidepool-base=$(dsn "$base_port")" --pid "sidepool-base=$base_pid")
+fi
 # prefer_socket=false: mysql_async would otherwise ask for @@socket and reconnect to the
 # server's unix socket, around sidepool.
 my_dsn() { echo "mysql://bench:$password@127.0.0.1:$1/bench?prefer_socket=false"; }
 my_direct=(--target "direct=$(my_dsn "$MYSQL_PORT")")
 my_sidepool=(--target "sidepool=$(my_dsn "$sp_my_port")" --pid "sidepool=$sp_pid")
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  my_baseline=(--target "sidepool-base=$(my_dsn "$base_my_port")" --pid "sidepool-base=$base_pid")
+fi
 
 reports=()
 run() { # name, then run arguments
@@ -213,21 +243,21 @@ run() { # name, then run arguments
 
 # Idle memory first: later runs leave freed buffers in the poolers' allocators, which idle
 # clients would reuse and so look cheaper than they are.
-run idle --scenario idle --idle-clients "$idle_clients" --clients 50 "${sidepool[@]}" "${pgbouncer[@]}"
-run select-10 --scenario select --clients 10 "${direct[@]}" "${sidepool[@]}" "${pgbouncer[@]}"
-run select-500 --scenario select --clients 500 "${direct[@]}" "${sidepool[@]}" "${pgbouncer[@]}"
-run tpcb-10 --scenario tpcb --clients 10 "${direct[@]}" "${sidepool[@]}" "${pgbouncer[@]}"
-run tpcb-500 --scenario tpcb --clients 500 "${direct[@]}" "${sidepool[@]}" "${pgbouncer[@]}"
+run idle --scenario idle --idle-clients "$idle_clients" --clients 50 "${sidepool[@]}" "${baseline[@]}" "${pgbouncer[@]}"
+run select-10 --scenario select --clients 10 "${direct[@]}" "${sidepool[@]}" "${baseline[@]}" "${pgbouncer[@]}"
+run select-500 --scenario select --clients 500 "${direct[@]}" "${sidepool[@]}" "${baseline[@]}" "${pgbouncer[@]}"
+run tpcb-10 --scenario tpcb --clients 10 "${direct[@]}" "${sidepool[@]}" "${baseline[@]}" "${pgbouncer[@]}"
+run tpcb-500 --scenario tpcb --clients 500 "${direct[@]}" "${sidepool[@]}" "${baseline[@]}" "${pgbouncer[@]}"
 if [ "$pgb_prepared" = yes ]; then
-  run prepared-10 --scenario prepared --clients 10 "${direct[@]}" "${sidepool[@]}" "${pgbouncer[@]}"
+  run prepared-10 --scenario prepared --clients 10 "${direct[@]}" "${sidepool[@]}" "${baseline[@]}" "${pgbouncer[@]}"
 else
-  run prepared-10 --scenario prepared --clients 10 "${direct[@]}" "${sidepool[@]}"
+  run prepared-10 --scenario prepared --clients 10 "${direct[@]}" "${sidepool[@]}" "${baseline[@]}"
 fi
 
 run mysql-select-16 --scenario select --clients 16 --label "MySQL point select, 16 clients" \
-  "${my_direct[@]}" "${my_sidepool[@]}"
+  "${my_direct[@]}" "${my_sidepool[@]}" "${my_baseline[@]}"
 run mysql-select-256 --scenario select --clients 256 --label "MySQL point select, 256 clients" \
-  "${my_direct[@]}" "${my_sidepool[@]}"
+  "${my_direct[@]}" "${my_sidepool[@]}" "${my_baseline[@]}"
 
 mkdir -p bench
 "$target/sidepool-loadtest" report --markdown "$work/tables.md" --json bench/results.json \
