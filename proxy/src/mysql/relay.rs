@@ -4,11 +4,10 @@
 //! last OK/EOF status shows no transaction and nothing pins the client.
 //!
 //! The classic protocol is strictly request/response, so the relay is too: it reads a whole
-//! command, then relays the response packet by packet ([`Scanner`] + [`Tracker`]), rows
-//! streamed without decoding. Prepared statements get client ids sidepool assigns; each server
-//! connection keeps its own statements by SQL text, prepared on demand.
+//! command, then relays the response packet by packet. This file is the async driver: the
+//! decisions (what a command asks for, statement id mapping, response streaming, release)
+//! are the socket-free [`machine`]; the session lifecycle is in [`lifecycle`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use sidepool_config::PoolMode;
 use sidepool_pool::Pooled;
 use sidepool_protocol::mysql::packet::{self, Scanner, Step};
-use sidepool_protocol::mysql::response::{self, Event, Expect, Tracker};
+use sidepool_protocol::mysql::response::{self, Expect};
 use sidepool_protocol::mysql::{StatusFlags, command as com};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, trace};
@@ -25,13 +24,12 @@ use tracing::{debug, trace};
 use super::MyService;
 use super::backend::{MyConnector, Reply, ServerConn, SessionState};
 use super::client::Login;
-use super::effects::{Effect, effects, reads_last_insert_id};
-use super::errors::{self, CLIENT_INTERACTION_TIMEOUT, UNKNOWN_STMT_HANDLER};
-use super::replay;
+use super::effects::{Effect, effects};
+use super::errors::{self, UNKNOWN_STMT_HANDLER};
 use crate::error::{BackendError, SessionError};
 use crate::io::write_reading;
-use crate::pg::errors::chain;
 use crate::tls::Stream;
+use machine::{Action, ClientStatement, Hold, Outcome, Progress, ResponseRelay, Statements, Ties};
 
 /// Cap on one client command (MySQL's own `max_allowed_packet` maximum is 1 GiB; sidepool
 /// reads commands whole, so it keeps a lower cap).
@@ -44,6 +42,8 @@ const DEAD_RETRIES: usize = 3;
 const INBOX_CAP: usize = 64 << 20;
 
 mod change_user;
+mod lifecycle;
+mod machine;
 pub mod routing;
 
 type Conn = Pooled<MyConnector, Arc<crate::session::ClientInfo>>;
@@ -59,18 +59,6 @@ struct Attached {
     replica: Option<crate::route::Lease>,
 }
 
-/// A statement the client prepared.
-#[derive(Debug, Clone)]
-struct ClientStatement {
-    sql: Bytes,
-    params: u16,
-    /// Parameter types of its last execute that carried them.
-    types: Option<Vec<u8>>,
-    /// It may run on a replica; it may write (read/write split, classified at prepare).
-    read: bool,
-    writes: bool,
-}
-
 /// One logged-in client.
 pub(crate) struct Relay {
     svc: Arc<MyService>,
@@ -80,8 +68,7 @@ pub(crate) struct Relay {
     login: Login,
     state: SessionState,
     server: Option<Attached>,
-    statements: HashMap<u32, ClientStatement>,
-    next_statement: u32,
+    statements: Statements,
     pinned: Option<&'static str>,
     /// Keep the server connection after this command, and why.
     hold: Option<Hold>,
@@ -98,15 +85,6 @@ pub(crate) struct Relay {
     ryw: crate::route::ReadYourWrites,
     /// COM_CHANGE_USER attempts that failed authentication on this connection.
     change_user_failures: u8,
-}
-
-/// Why a connection is kept past the end of a statement outside a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hold {
-    /// `SET TRANSACTION` applies to the next transaction on this connection.
-    NextStatement,
-    /// The statement generated an id; the next one may read it with `LAST_INSERT_ID()`.
-    InsertId,
 }
 
 enum Next {
@@ -139,8 +117,7 @@ impl Relay {
             },
             login,
             server: None,
-            statements: HashMap::new(),
-            next_statement: 1,
+            statements: Statements::default(),
             pinned: None,
             hold: None,
             long_data: false,
@@ -190,125 +167,6 @@ impl Relay {
         }
     }
 
-    /// Whether the client is inside a transaction (as the last status said).
-    fn in_transaction(&self) -> bool {
-        self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
-    }
-
-    /// Ends the session as a kill, leak terminate or drain asked: error 4031 inside a
-    /// transaction (then rolled back), else 1053 (server shutdown).
-    async fn terminate(&mut self) -> Result<(), SessionError> {
-        let reason = self
-            .login
-            .info
-            .kill_reason()
-            .unwrap_or_else(|| "sidepool: terminating connection".into());
-        let code = if self.in_transaction() {
-            CLIENT_INTERACTION_TIMEOUT
-        } else {
-            errors::SERVER_SHUTDOWN
-        };
-        // Sequence id 1, as if answering the client's next command: the client is idle between
-        // commands, and drivers (mysql_async, PyMySQL, Connector/Python) read this packet as
-        // that answer; with id 0 they report "packets out of order" instead of the error.
-        let _ = self
-            .client
-            .write_all(&errors::error(1, code, &reason))
-            .await;
-        let _ = self.client.shutdown().await;
-        self.finish(false).await
-    }
-
-    /// Checks the login schema once per (user, schema) and, in session mode, takes the
-    /// session's connection; then sends the login OK. `false`: the client was refused.
-    async fn finish_login(&mut self, seq: u8) -> Result<bool, SessionError> {
-        if let Err(err) = self.verify_schema().await {
-            self.client
-                .write_all(&packet::encode(seq, &err))
-                .await
-                .map_err(SessionError::ClientIo)?;
-            return Ok(false);
-        }
-        if !self.svc.replicas.is_empty() {
-            // Replica checks log in as the last client did.
-            *self.svc.check_key.lock() = Some(self.login.key.clone());
-        }
-        let ok = response::ok_packet(0, 0, self.status, 0);
-        self.client
-            .write_all(&packet::encode(seq, &ok))
-            .await
-            .map_err(SessionError::ClientIo)?;
-        Ok(true)
-    }
-
-    /// Makes sure the server accepts the client's schema for its user (once per pair, then
-    /// remembered) and, in session mode, attaches the session's connection. `Err` carries the
-    /// ERR payload for the client (unknown database, no access, checkout failure).
-    async fn verify_schema(&mut self) -> Result<(), Vec<u8>> {
-        let known = match &self.state.schema {
-            None => true,
-            Some(db) => self
-                .svc
-                .known_schemas
-                .lock()
-                .contains(&(self.login.info.user.clone(), db.clone())),
-        };
-        if known && !self.session_mode {
-            return Ok(());
-        }
-        self.attach().await?;
-        if let Some(db) = &self.state.schema {
-            self.svc
-                .known_schemas
-                .lock()
-                .insert((self.login.info.user.clone(), db.clone()));
-        }
-        if !self.session_mode {
-            self.detach().await;
-        }
-        Ok(())
-    }
-
-    /// Waits for the next whole command, a kill, or the client leaving.
-    async fn next_command(&mut self) -> Result<Next, SessionError> {
-        let info = self.login.info.clone();
-        loop {
-            if let Some(l) = packet::read_logical(&self.buf, MAX_COMMAND)
-                .map_err(SessionError::ClientProtocol)?
-            {
-                self.buf.advance(l.consumed);
-                return Ok(Next::Command(l.first_seq, l.payload));
-            }
-            let read = match self.server.as_mut() {
-                None => tokio::select! {
-                    r = self.client.read_buf(&mut self.buf) => Some(r),
-                    () = info.killed() => None,
-                },
-                Some(att) => {
-                    let conn: &mut ServerConn = &mut att.conn;
-                    tokio::select! {
-                        r = self.client.read_buf(&mut self.buf) => Some(r),
-                        () = info.killed() => None,
-                        r = conn.stream.read_buf(&mut conn.buf) => {
-                            // The server spoke unasked (shutdown, kill) or closed.
-                            let addr = conn.addr.clone();
-                            let _ = r;
-                            return Err(BackendError::Closed { addr }.into());
-                        }
-                    }
-                }
-            };
-            match read {
-                None => return Ok(Next::Killed),
-                Some(r) => {
-                    if r.map_err(SessionError::ClientIo)? == 0 {
-                        return Ok(Next::Gone);
-                    }
-                }
-            }
-        }
-    }
-
     async fn reply(&mut self, seq: u8, payload: &[u8]) -> Result<(), SessionError> {
         let bytes = packet::encode(seq.wrapping_add(1), payload);
         self.client
@@ -323,7 +181,6 @@ impl Relay {
             .await
             .map_err(SessionError::ClientIo)
     }
-
     /// Handles one command. `Ok(false)`: COM_QUIT.
     async fn on_command(&mut self, seq: u8, payload: Vec<u8>) -> Result<bool, SessionError> {
         let Some(&code) = payload.first() else {
@@ -341,9 +198,7 @@ impl Relay {
             self.login.info.set_statement(text);
         }
         self.login.info.touch(true);
-        if self.hold.take() == Some(Hold::InsertId)
-            && !(code == com::QUERY && reads_last_insert_id(&String::from_utf8_lossy(text)))
-        {
+        if machine::lapse_hold(&mut self.hold, code, text) {
             // The connection was kept for a LAST_INSERT_ID() that did not come.
             self.maybe_release().await;
         }
@@ -353,148 +208,37 @@ impl Relay {
             None
         };
         self.note_write(code, &payload);
-        match code {
-            com::QUIT => return Ok(false),
-            com::PING if self.server.is_none() => {
+        match machine::action(code, text, self.server.is_some()) {
+            Action::Quit => return Ok(false),
+            Action::Pong => {
                 let ok = response::ok_packet(0, 0, self.status, 0);
                 self.reply(seq, &ok).await?;
             }
-            com::STMT_CLOSE => {
-                // No response. The server-side statement stays for reuse (LRU closes it).
-                if let Some(id) = com::statement_id(&payload) {
-                    self.statements.remove(&id);
-                }
-            }
-            com::RESET_CONNECTION => self.reset_connection(seq).await?,
-            com::CHANGE_USER => self.change_user(seq, &payload).await?,
-            com::STMT_PREPARE => self.prepare(seq, payload).await?,
-            com::STMT_EXECUTE | com::STMT_SEND_LONG_DATA | com::STMT_RESET | com::STMT_FETCH => {
-                self.statement_command(seq, payload).await?;
-            }
-            com::QUERY => {
-                let found = effects(&String::from_utf8_lossy(text));
-                self.exchange(seq, payload, Expect::ResultSets, found)
-                    .await?;
-            }
-            com::INIT_DB => {
-                self.exchange(seq, payload, Expect::Ok, vec![Effect::Schema])
-                    .await?;
-            }
-            com::FIELD_LIST => {
-                self.exchange(seq, payload, Expect::FieldList, Vec::new())
-                    .await?
-            }
-            com::STATISTICS => {
-                self.exchange(seq, payload, Expect::OnePacket, Vec::new())
-                    .await?
-            }
-            com::SET_OPTION => {
-                self.exchange(
-                    seq,
-                    payload,
-                    Expect::Ok,
-                    vec![Effect::Pin("COM_SET_OPTION")],
-                )
-                .await?;
-            }
-            _ => self.exchange(seq, payload, Expect::Ok, Vec::new()).await?,
+            Action::CloseStatement => self.statements.close(&payload),
+            Action::ResetConnection => self.reset_connection(seq).await?,
+            Action::ChangeUser => self.change_user(seq, &payload).await?,
+            Action::Prepare => self.prepare(seq, payload).await?,
+            Action::Statement => self.statement_command(seq, payload).await?,
+            Action::Exchange(expect, found) => self.exchange(seq, payload, expect, found).await?,
         }
         self.login.info.touch(false);
         Ok(true)
     }
 
-    /// Checks a server connection out and brings its state in line with the client's.
-    /// `Err` carries the ERR payload for the client.
-    async fn attach(&mut self) -> Result<(), Vec<u8>> {
-        if self.server.is_some() {
-            return Ok(());
+    /// What ties the client to its server connection now.
+    fn ties(&self) -> Ties {
+        Ties {
+            session_mode: self.session_mode,
+            pinned: self.pinned.is_some(),
+            hold: self.hold.is_some(),
+            long_data: self.long_data,
+            status: self.status,
         }
-        let svc = self.svc.clone();
-        svc.until_resumed().await;
-        if let Some(i) = self.target.take()
-            && self.attach_replica(i).await?
-        {
-            return Ok(());
-        }
-        for _ in 0..DEAD_RETRIES {
-            let mut conn = match svc
-                .primary
-                .get(&self.login.key, self.login.info.clone())
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!(error = %chain(&e), "checkout failed");
-                    return Err(errors::checkout_failed(&svc.name, &svc.primary_addr, &e));
-                }
-            };
-            if conn.is_dead() {
-                conn.discard();
-                continue;
-            }
-            match replay::sync(&mut conn, &self.state).await {
-                Ok(None) => {}
-                Ok(Some(err)) => {
-                    conn.release();
-                    return Err(err.to_vec());
-                }
-                Err(e) => {
-                    conn.discard();
-                    let msg = format!(
-                        "sidepool: server connection of pool \"{}\" failed: {}",
-                        svc.name,
-                        chain(&e)
-                    );
-                    return Err(response::err_packet(errors::CONN_HOST_ERROR, "HY000", &msg));
-                }
-            }
-            self.server = Some(Attached {
-                conn,
-                dirty: Vec::new(),
-                schema_dirty: false,
-                replica: None,
-            });
-            return Ok(());
-        }
-        let msg = format!(
-            "sidepool: every idle server connection of pool \"{}\" to {} was closed by the server; retry",
-            svc.name, svc.primary_addr
-        );
-        Err(response::err_packet(errors::CONN_HOST_ERROR, "HY000", &msg))
-    }
-
-    /// Returns the server connection after reading back the state the client changed on it.
-    async fn detach(&mut self) {
-        let Some(mut att) = self.server.take() else {
-            return;
-        };
-        self.ryw.released();
-        if !att.dirty.is_empty() || att.schema_dirty {
-            let names: Vec<String> = att
-                .dirty
-                .iter()
-                .map(|n| server_name(&att.conn, n))
-                .collect();
-            if let Err(e) =
-                replay::read_back(&mut att.conn, &names, att.schema_dirty, &mut self.state).await
-            {
-                debug!(error = %chain(&e), "reading back session state failed; closing the connection");
-                att.conn.discard();
-                return;
-            }
-        }
-        att.conn.release();
     }
 
     /// Transaction mode: gives the connection back once nothing ties the client to it.
     async fn maybe_release(&mut self) {
-        let in_trans = self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
-        if !self.session_mode
-            && self.pinned.is_none()
-            && self.hold.is_none()
-            && !self.long_data
-            && !in_trans
-        {
+        if self.ties().allow_release() {
             self.detach().await;
         }
     }
@@ -554,11 +298,9 @@ impl Relay {
                 Effect::Var(_) | Effect::Schema => {}
             }
         }
-        if outcome.last_insert_id != 0 && self.hold.is_none() {
-            self.hold = Some(Hold::InsertId);
-        }
-        if !outcome.error || !self.autocommit_off() {
-            self.maybe_release().await;
+        self.hold = machine::hold_after(self.hold, &outcome);
+        if self.ties().allow_release_after(outcome.error) {
+            self.detach().await;
         }
         Ok(())
     }
@@ -572,23 +314,13 @@ impl Relay {
         if !self.attach_or_tell(seq).await? {
             return Ok(());
         }
-        let id = self.next_statement;
+        let id = self.statements.next_id();
         let outcome = self.relay(seq, &payload, Expect::Prepare, Some(id)).await?;
         if let Some(ok) = outcome.prepared {
-            self.next_statement = self.next_statement.wrapping_add(1).max(1);
             let sql = Bytes::copy_from_slice(com::text(&payload));
             let functions = &self.svc.core.routing.get().write_functions;
-            let (read, writes) = routing::sql_route(&sql, functions);
-            self.statements.insert(
-                id,
-                ClientStatement {
-                    sql: sql.clone(),
-                    params: ok.params,
-                    types: None,
-                    read,
-                    writes,
-                },
-            );
+            let route = routing::sql_route(&sql, functions);
+            self.statements.add(sql.clone(), ok.params, route);
             self.remember_prepared(sql, ok.statement_id).await?;
         }
         if let Some(e) = effects(&String::from_utf8_lossy(com::text(&payload)))
@@ -622,69 +354,27 @@ impl Relay {
     /// preparing the statement here first if needed.
     async fn statement_command(&mut self, seq: u8, payload: Vec<u8>) -> Result<(), SessionError> {
         let code = payload[0];
-        let id = com::statement_id(&payload).unwrap_or(0);
-        let Some(stmt) = self.statements.get(&id).cloned() else {
-            if code != com::STMT_SEND_LONG_DATA {
-                let msg = format!("Unknown prepared statement handler ({id}) given to sidepool");
-                self.reply_error(seq, UNKNOWN_STMT_HANDLER, &msg).await?;
+        let stmt = match self.statements.lookup(&payload) {
+            Ok(stmt) => stmt,
+            Err(machine::Unknown(id)) => {
+                if code != com::STMT_SEND_LONG_DATA {
+                    let msg =
+                        format!("Unknown prepared statement handler ({id}) given to sidepool");
+                    self.reply_error(seq, UNKNOWN_STMT_HANDLER, &msg).await?;
+                }
+                return Ok(());
             }
-            return Ok(());
         };
-        if code == com::STMT_EXECUTE {
-            if let Ok(Some(types)) = com::execute_param_types(&payload, stmt.params)
-                && stmt.types.as_deref() != Some(types)
-                && let Some(s) = self.statements.get_mut(&id)
-            {
-                s.types = Some(types.to_vec());
-            }
-            if com::execute_flags(&payload).is_some_and(|f| f & com::CURSOR_TYPE_READ_ONLY != 0) {
-                self.pin("cursor");
-            }
+        if machine::opens_cursor(&payload) {
+            self.pin("cursor");
         }
         if !self.attach_or_tell(seq).await? {
             return Ok(());
         }
-        let Some(att) = self.server.as_mut() else {
+        let Some(server_id) = self.server_statement(seq, code, &stmt).await? else {
             return Ok(());
         };
-        let server_id = match att.conn.prepared.get(&stmt.sql) {
-            Some(sid) => sid,
-            None => {
-                let mut prep = vec![com::STMT_PREPARE];
-                prep.extend_from_slice(&stmt.sql);
-                match att.conn.command(&prep, Expect::Prepare).await? {
-                    Reply::Prepared(ok) => {
-                        self.remember_prepared(stmt.sql.clone(), ok.statement_id)
-                            .await?;
-                        ok.statement_id
-                    }
-                    Reply::Err(err) => {
-                        if code != com::STMT_SEND_LONG_DATA {
-                            self.reply(seq, &err).await?;
-                        }
-                        self.maybe_release().await;
-                        return Ok(());
-                    }
-                    _ => {
-                        return Err(BackendError::Unexpected {
-                            addr: self.svc.primary_addr.clone(),
-                            what: "reply to a prepare",
-                        }
-                        .into());
-                    }
-                }
-            }
-        };
-        let mut payload = com::with_statement_id(&payload, server_id);
-        // An execute that relies on the types of the client's earlier execute (flag 0) gets
-        // them spelled out: that earlier execute may have run on another connection, and this
-        // connection's statement may never have seen types at all.
-        if code == com::STMT_EXECUTE
-            && let Some(types) = &stmt.types
-            && let Ok(Some(p)) = com::execute_with_types(&payload, stmt.params, types)
-        {
-            payload = p;
-        }
+        let payload = machine::for_server(&payload, server_id, &stmt);
         match code {
             com::STMT_SEND_LONG_DATA => {
                 self.long_data = true;
@@ -704,19 +394,52 @@ impl Relay {
             }
             com::STMT_EXECUTE | com::STMT_RESET => {
                 self.long_data = false;
-                self.exchange(
-                    seq,
-                    payload,
-                    if code == com::STMT_RESET {
-                        Expect::Ok
-                    } else {
-                        Expect::ResultSets
-                    },
-                    Vec::new(),
-                )
-                .await
+                let expect = if code == com::STMT_RESET {
+                    Expect::Ok
+                } else {
+                    Expect::ResultSets
+                };
+                self.exchange(seq, payload, expect, Vec::new()).await
             }
             _ => self.exchange(seq, payload, Expect::Rows, Vec::new()).await,
+        }
+    }
+
+    /// The attached connection's id for `stmt`, prepared there first if needed. `None`: no
+    /// connection, or the prepare failed (the client got its error unless the command
+    /// `code` gets no response).
+    async fn server_statement(
+        &mut self,
+        seq: u8,
+        code: u8,
+        stmt: &ClientStatement,
+    ) -> Result<Option<u32>, SessionError> {
+        let Some(att) = self.server.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(sid) = att.conn.prepared.get(&stmt.sql) {
+            return Ok(Some(sid));
+        }
+        let mut prep = vec![com::STMT_PREPARE];
+        prep.extend_from_slice(&stmt.sql);
+        match att.conn.command(&prep, Expect::Prepare).await? {
+            Reply::Prepared(ok) => {
+                self.remember_prepared(stmt.sql.clone(), ok.statement_id)
+                    .await?;
+                Ok(Some(ok.statement_id))
+            }
+            Reply::Err(err) => {
+                if code != com::STMT_SEND_LONG_DATA {
+                    self.reply(seq, &err).await?;
+                }
+                self.maybe_release().await;
+                Ok(None)
+            }
+            _ => Err(BackendError::Unexpected {
+                addr: self.svc.primary_addr.clone(),
+                what: "reply to a prepare",
+            }
+            .into()),
         }
     }
 
@@ -743,8 +466,8 @@ impl Relay {
         Ok(())
     }
 
-    /// Sends one command and relays its whole response. With `client_id`, a
-    /// COM_STMT_PREPARE_OK's statement id is replaced by it.
+    /// Sends one command and relays its whole response ([`ResponseRelay`]). With
+    /// `client_id`, a COM_STMT_PREPARE_OK's statement id is replaced by it.
     async fn relay(
         &mut self,
         seq: u8,
@@ -767,185 +490,41 @@ impl Relay {
         write_reading(&mut conn.stream, &bytes, &mut conn.buf, INBOX_CAP)
             .await
             .map_err(io)?;
-        let mut tracker = Tracker::new(expect, conn.deprecate_eof());
-        let mut scan = Scanner::new();
-        let mut outcome = Outcome::default();
-        if tracker.is_done() {
-            return Ok(outcome);
+        let mut response = ResponseRelay::new(expect, conn.deprecate_eof(), client_id);
+        if response.expects_nothing() {
+            return Ok(Outcome::default());
         }
-        let mut first_packet = true;
-        // Set once the tracker has seen the response's last packet; kept across reads, because
-        // that packet may be one the scanner streams (a parameter or column definition ends a
-        // COM_STMT_PREPARE response under CLIENT_DEPRECATE_EOF) and its tail may come in a later
-        // read. The response is over when `done` and the scanner is at a packet boundary.
-        let mut done = false;
         loop {
-            let mut infile = false;
-            loop {
-                let step = scan.step(&conn.buf, packet::MAX_PAYLOAD, |p| {
-                    tracker.wants_whole(p) || first_packet
-                });
-                let event = match step {
-                    Step::NeedMore => break,
-                    Step::Forward(n) => {
-                        self.out.extend_from_slice(&conn.buf[..n]);
-                        conn.buf.advance(n);
-                        continue;
-                    }
-                    Step::Started(p, n) => {
-                        let head = conn
-                            .buf
-                            .get(packet::HEADER_LEN..(packet::HEADER_LEN + 1).min(n))
-                            .unwrap_or_default();
-                        let event = tracker
-                            .on_packet(head, p.header.len, p.continuation)
-                            .map_err(BackendError::Protocol)?;
-                        self.out.extend_from_slice(&conn.buf[..n]);
-                        conn.buf.advance(n);
-                        event
-                    }
-                    Step::Packet(p) => {
-                        let total = p.header.total_len();
-                        let body = &conn.buf[packet::HEADER_LEN..total];
-                        let event = tracker
-                            .on_packet(body, p.header.len, p.continuation)
-                            .map_err(BackendError::Protocol)?;
-                        let start = self.out.len();
-                        self.out.extend_from_slice(&conn.buf[..total]);
-                        if first_packet {
-                            outcome.note_first(body, expect);
-                            if let (Some(id), Some(_)) = (client_id, outcome.prepared)
-                                && let Some(slot) = self.out.get_mut(start + 5..start + 9)
-                            {
-                                slot.copy_from_slice(&id.to_le_bytes());
-                            }
-                        } else if body.first() == Some(&response::OK)
-                            && p.header.len < 64
-                            && let Ok(ok) = response::parse_ok(body)
-                        {
-                            outcome.last_insert_id = ok.last_insert_id;
-                        }
-                        conn.buf.advance(total);
-                        event
-                    }
-                };
-                first_packet = false;
-                match event {
-                    Event::More => {}
-                    Event::LocalInfile => {
-                        infile = true;
-                        break;
-                    }
-                    Event::Done { status, error } => {
-                        outcome.status = status;
-                        outcome.error = error;
-                        done = true;
-                        if let Some(s) = status {
-                            conn.status = s;
-                        }
-                    }
-                }
-                if done && scan.at_boundary() {
-                    break;
-                }
-            }
+            let progress = response
+                .feed(&mut conn.buf, &mut self.out)
+                .map_err(BackendError::Protocol)?;
             if !self.out.is_empty() {
                 write_reading(&mut self.client, &self.out, &mut self.buf, INBOX_CAP)
                     .await
                     .map_err(SessionError::ClientIo)?;
                 self.out.clear();
             }
-            if done && scan.at_boundary() {
-                return Ok(outcome);
-            }
-            if infile {
-                forward_infile(&mut self.client, &mut self.buf, conn).await?;
-                first_packet = true;
-                continue;
-            }
-            let n = conn.stream.read_buf(&mut conn.buf).await.map_err(io)?;
-            if n == 0 {
-                return Err(BackendError::Closed {
-                    addr: conn.addr.clone(),
+            match progress {
+                Progress::Done(outcome) => {
+                    if let Some(s) = outcome.status {
+                        conn.status = s;
+                    }
+                    return Ok(outcome);
                 }
-                .into());
-            }
-        }
-    }
-
-    /// The client is gone (or quit, or was killed): roll back, reset what it left, return the
-    /// connection; close it when its state is unknown.
-    async fn finish(&mut self, vanished: bool) -> Result<(), SessionError> {
-        let Some(att) = self.server.take() else {
-            return Ok(());
-        };
-        let in_trans = att
-            .conn
-            .status
-            .contains(StatusFlags::SERVER_STATUS_IN_TRANS);
-        if vanished && in_trans {
-            self.svc.abandoned_total.fetch_add(1, Relaxed);
-            self.svc.metrics.abandoned();
-        }
-        let mut conn = att.conn;
-        let must_reset = self.session_mode
-            || self.pinned.is_some()
-            || !att.dirty.is_empty()
-            || att.schema_dirty
-            || self.long_data;
-        let cleanup = async {
-            if in_trans && !must_reset {
-                debug!("client left inside a transaction; rolling it back");
-                conn.must(b"\x03ROLLBACK", Expect::ResultSets).await?;
-            }
-            if must_reset {
-                conn.reset().await?;
-            }
-            Ok::<_, BackendError>(())
-        };
-        match tokio::time::timeout(RESET_TIMEOUT, cleanup).await {
-            Ok(Ok(())) => conn.release(),
-            Ok(Err(e)) => {
-                debug!(error = %chain(&e), "reset failed; closing the server connection");
-                conn.discard();
-            }
-            Err(_) => conn.discard(),
-        }
-        Ok(())
-    }
-}
-
-/// The server's name for a variable sidepool tracks under a generic one.
-fn server_name(conn: &ServerConn, name: &str) -> String {
-    let mariadb = conn.greeting.is_mariadb();
-    match name {
-        "transaction_isolation" if mariadb => "tx_isolation".into(),
-        "transaction_read_only" if mariadb => "tx_read_only".into(),
-        other => other.to_owned(),
-    }
-}
-
-/// What the relay learnt from a response.
-#[derive(Debug, Default)]
-struct Outcome {
-    status: Option<StatusFlags>,
-    error: bool,
-    last_insert_id: u64,
-    prepared: Option<response::PrepareOk>,
-}
-
-impl Outcome {
-    fn note_first(&mut self, body: &[u8], expect: Expect) {
-        match (body.first(), expect) {
-            (Some(&response::OK), Expect::Prepare) => {
-                self.prepared = response::parse_prepare_ok(body).ok()
-            }
-            (Some(&response::OK), _) => {
-                if let Ok(ok) = response::parse_ok(body) {
-                    self.last_insert_id = ok.last_insert_id;
+                Progress::LocalInfile => {
+                    forward_infile(&mut self.client, &mut self.buf, conn).await?;
+                    response.infile_sent();
+                }
+                Progress::NeedMore => {
+                    let n = conn.stream.read_buf(&mut conn.buf).await.map_err(io)?;
+                    if n == 0 {
+                        return Err(BackendError::Closed {
+                            addr: conn.addr.clone(),
+                        }
+                        .into());
+                    }
                 }
             }
-            _ => {}
         }
     }
 }

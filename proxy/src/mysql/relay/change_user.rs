@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use sidepool_config::ClientAuth;
-use sidepool_protocol::mysql::handshake::{self, HandshakeResponse41};
+use sidepool_protocol::mysql::handshake::{self, ChangeUser, HandshakeResponse41};
 use sidepool_protocol::mysql::{StatusFlags, auth, packet, response};
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
@@ -76,8 +76,12 @@ impl Relay {
             );
             return self.send_error_at(next, ACCESS_DENIED, &msg).await;
         }
+        self.switch_login(&request, next).await
+    }
 
-        // Try the new login; keep the old one if the server refuses its schema.
+    /// Takes the authenticated login of `request`, or keeps the old one if the server refuses
+    /// its schema; answers the client at sequence id `next`.
+    async fn switch_login(&mut self, request: &ChangeUser, next: u8) -> Result<(), SessionError> {
         let old_info = self.login.info.clone();
         let old_key = self.login.key.clone();
         let old_schema = self.state.schema.clone();
