@@ -115,8 +115,7 @@ pub async fn attach<S: ServerSide>(
     })
 }
 
-/// One backend's checkout: skips up to [`DEAD_RETRIES`] idle connections that the server
-/// closed meanwhile, then replays `state` on the connection.
+/// One backend's checkout: a live connection ([`checkout_live`]) brought in line with `state`.
 ///
 /// # Errors
 /// See [`CheckoutFailure`]; a connection that failed is closed, one whose server refused the
@@ -128,8 +127,37 @@ pub async fn checkout<S: ServerSide>(
     info: &Arc<ClientInfo>,
     state: &S::State,
 ) -> Result<Conn<S>, CheckoutFailure<ConnectError<S>>> {
+    let mut conn = checkout_live::<S>(pool, addr, key, info).await?;
+    match S::sync(&mut conn, state).await {
+        Ok(()) => Ok(conn),
+        Err(SyncError::Refused(e)) => {
+            conn.release();
+            Err(CheckoutFailure::Refused(e))
+        }
+        Err(SyncError::Failed(error)) => {
+            conn.discard();
+            Err(CheckoutFailure::Failed {
+                addr: addr.to_owned(),
+                error,
+            })
+        }
+    }
+}
+
+/// A connection from `pool` that the server has not closed: skips (and closes) up to
+/// [`DEAD_RETRIES`] idle connections that the server closed meanwhile. Health checks use it
+/// as it is; sessions through [`checkout`].
+///
+/// # Errors
+/// [`CheckoutFailure::Pool`] or [`CheckoutFailure::AllDead`].
+pub async fn checkout_live<S: ServerSide>(
+    pool: &BackendPool<S>,
+    addr: &str,
+    key: &<S::Connector as sidepool_pool::Connector>::Key,
+    owner: &Arc<ClientInfo>,
+) -> Result<Conn<S>, CheckoutFailure<ConnectError<S>>> {
     for _ in 0..DEAD_RETRIES {
-        let mut conn = match pool.get(key, info.clone()).await {
+        let mut conn = match pool.get(key, owner.clone()).await {
             Ok(c) => c,
             Err(error) => {
                 return Err(CheckoutFailure::Pool {
@@ -138,28 +166,14 @@ pub async fn checkout<S: ServerSide>(
                 });
             }
         };
-        if S::is_dead(&mut conn) {
-            debug!(
-                backend = addr,
-                "idle server connection was closed by the server; discarding it"
-            );
-            conn.discard();
-            continue;
+        if !S::is_dead(&mut conn) {
+            return Ok(conn);
         }
-        return match S::sync(&mut conn, state).await {
-            Ok(()) => Ok(conn),
-            Err(SyncError::Refused(e)) => {
-                conn.release();
-                Err(CheckoutFailure::Refused(e))
-            }
-            Err(SyncError::Failed(error)) => {
-                conn.discard();
-                Err(CheckoutFailure::Failed {
-                    addr: addr.to_owned(),
-                    error,
-                })
-            }
-        };
+        debug!(
+            backend = addr,
+            "idle server connection was closed by the server; discarding it"
+        );
+        conn.discard();
     }
     Err(CheckoutFailure::AllDead {
         addr: addr.to_owned(),

@@ -6,7 +6,8 @@ use sidepool_protocol::mysql::packet;
 use sidepool_protocol::mysql::response::err_packet;
 
 use crate::error::BackendError;
-use crate::pg::errors::chain;
+use crate::error::chain;
+use crate::lifecycle::CheckoutFailure;
 
 /// `ER_CON_COUNT_ERROR` (1040, "Too many connections"): pool exhausted, wait timeout,
 /// max_waiting, max_clients.
@@ -39,6 +40,28 @@ fn state(code: u16) -> &'static str {
         ACCESS_DENIED => "28000",
         HANDSHAKE_ERROR | PACKETS_OUT_OF_ORDER | SERVER_SHUTDOWN | UNKNOWN_COM_ERROR => "08S01",
         _ => "HY000",
+    }
+}
+
+/// The ERR payload a client gets when no server connection could be attached.
+pub fn attach_failed(pool: &str, f: &CheckoutFailure<BackendError>) -> Vec<u8> {
+    match f {
+        CheckoutFailure::Pool { addr, error } => checkout_failed(pool, addr, error),
+        CheckoutFailure::AllDead { addr } => {
+            let msg = format!(
+                "sidepool: every idle server connection of pool \"{pool}\" to {addr} was closed \
+                 by the server; retry"
+            );
+            err_packet(CONN_HOST_ERROR, "HY000", &msg)
+        }
+        CheckoutFailure::Refused(BackendError::MySqlServer { payload, .. }) => payload.to_vec(),
+        CheckoutFailure::Refused(other) | CheckoutFailure::Failed { error: other, .. } => {
+            let msg = format!(
+                "sidepool: server connection of pool \"{pool}\" failed: {}",
+                chain(other)
+            );
+            err_packet(CONN_HOST_ERROR, "HY000", &msg)
+        }
     }
 }
 

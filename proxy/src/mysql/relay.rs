@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use sidepool_config::PoolMode;
@@ -18,7 +17,7 @@ use sidepool_pool::Pooled;
 use sidepool_protocol::mysql::packet::{self, Scanner, Step};
 use sidepool_protocol::mysql::response::{self, Expect};
 use sidepool_protocol::mysql::{StatusFlags, command as com};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tracing::{debug, trace};
 
 use super::MyService;
@@ -27,24 +26,19 @@ use super::client::Login;
 use super::effects::{Effect, effects};
 use super::errors::{self, UNKNOWN_STMT_HANDLER};
 use crate::error::{BackendError, SessionError};
-use crate::io::write_reading;
+use crate::io::{read_some, write_reading};
+use crate::lifecycle::{INBOX_CAP, OnKill, on_kill};
 use crate::tls::Stream;
 use machine::{Action, ClientStatement, Hold, Outcome, Progress, ResponseRelay, Statements, Ties};
 
 /// Cap on one client command (MySQL's own `max_allowed_packet` maximum is 1 GiB; sidepool
 /// reads commands whole, so it keeps a lower cap).
 const MAX_COMMAND: usize = 256 << 20;
-/// Budget for ROLLBACK / COM_RESET_CONNECTION before a connection goes back to the pool.
-const RESET_TIMEOUT: Duration = Duration::from_secs(10);
-/// Reused idle connections found dead at checkout before giving up.
-const DEAD_RETRIES: usize = 3;
-/// How much a peer may send while sidepool writes to it (see [`write_reading`]).
-const INBOX_CAP: usize = 64 << 20;
 
 mod change_user;
-mod lifecycle;
 mod machine;
 pub mod routing;
+mod session;
 
 type Conn = Pooled<MyConnector, Arc<crate::session::ClientInfo>>;
 
@@ -153,8 +147,8 @@ impl Relay {
                 }
                 Next::Gone => return self.finish(true).await,
                 Next::Killed => {
-                    if self.login.info.ends_gracefully() && self.in_transaction() {
-                        // Drain: end once the open transaction is over.
+                    let between = !self.in_transaction();
+                    if on_kill(&self.login.info, between) == OnKill::AfterTransaction {
                         self.closing = true;
                         continue;
                     }
@@ -516,7 +510,9 @@ impl Relay {
                     response.infile_sent();
                 }
                 Progress::NeedMore => {
-                    let n = conn.stream.read_buf(&mut conn.buf).await.map_err(io)?;
+                    let n = read_some(&mut conn.stream, &mut conn.buf)
+                        .await
+                        .map_err(io)?;
                     if n == 0 {
                         return Err(BackendError::Closed {
                             addr: conn.addr.clone(),
@@ -575,7 +571,11 @@ async fn forward_infile(
         if ended && scan.at_boundary() {
             return Ok(());
         }
-        if client.read_buf(buf).await.map_err(SessionError::ClientIo)? == 0 {
+        if read_some(client, buf)
+            .await
+            .map_err(SessionError::ClientIo)?
+            == 0
+        {
             return Err(SessionError::ClientIo(
                 std::io::ErrorKind::UnexpectedEof.into(),
             ));

@@ -5,7 +5,7 @@
 //! connection attached starts a transaction or autocommit statement: [`Relay::route_target`]
 //! picks a replica for reads (`COM_QUERY` by its text, `COM_STMT_PREPARE`/`COM_STMT_EXECUTE` by
 //! the statement's text classified at prepare) when autocommit is on, the client has not written
-//! within `read_your_writes`, and a replica is in rotation; [`Relay::attach_replica`] checks
+//! within `read_your_writes`, and a replica is in rotation; [`crate::lifecycle::attach`] checks
 //! the connection out, falling back to the primary when the replica cannot be reached.
 
 use std::sync::Arc;
@@ -14,14 +14,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use sidepool_protocol::mysql::command as com;
 use sidepool_protocol::sql::{self, Dialect, Route, WriteFunctions};
-use tracing::debug;
 
-use super::{Attached, DEAD_RETRIES, Relay};
-use crate::mysql::MyPool;
+use super::Relay;
+use crate::error::chain;
+use crate::lifecycle::{self, CheckoutFailure};
 use crate::mysql::backend::{ConnKey, Reply};
 use crate::mysql::effects::effects;
-use crate::mysql::replay;
-use crate::pg::errors::chain;
+use crate::mysql::{MyPool, MyService};
 use crate::route;
 use crate::route::health::{Checked, Probe};
 use crate::service::BoxFuture;
@@ -94,58 +93,6 @@ impl Relay {
         }
     }
 
-    /// Checks a connection out of replica `i` and brings its state in line with the client's.
-    /// `Ok(false)`: the replica could not be reached; the caller uses the primary.
-    ///
-    /// # Errors
-    /// The ERR payload for the client (pool saturated, or the server refused the state).
-    pub(super) async fn attach_replica(&mut self, i: usize) -> Result<bool, Vec<u8>> {
-        let svc = self.svc.clone();
-        let replica = &svc.core.replicas[i];
-        let lease = replica.lease();
-        for _ in 0..DEAD_RETRIES {
-            let mut conn = match svc.replicas[i]
-                .get(&self.login.key, self.login.info.clone())
-                .await
-            {
-                Ok(c) => c,
-                Err(e) if e.kind().side() == sidepool_pool::ErrorSide::Server => break,
-                Err(e) => {
-                    return Err(crate::mysql::errors::checkout_failed(
-                        &svc.name,
-                        &replica.addr,
-                        &e,
-                    ));
-                }
-            };
-            if conn.is_dead() {
-                conn.discard();
-                continue;
-            }
-            match replay::sync(&mut conn, &self.state).await {
-                Ok(None) => {}
-                Ok(Some(err)) => {
-                    conn.release();
-                    return Err(err.to_vec());
-                }
-                Err(_) => {
-                    conn.discard();
-                    break;
-                }
-            }
-            self.server = Some(Attached {
-                conn,
-                dirty: Vec::new(),
-                schema_dirty: false,
-                replica: Some(lease),
-            });
-            return Ok(true);
-        }
-        debug!(backend = %replica.addr, "replica unreachable at checkout; the read goes to the primary");
-        replica.connect_failed();
-        Ok(false)
-    }
-
     /// Metric handles of the attached connection's backend.
     pub(super) fn backend_metrics(&self) -> &crate::telemetry::PoolMetrics {
         match self.server.as_ref().and_then(|a| a.replica.as_ref()) {
@@ -188,36 +135,34 @@ impl Probe for MyProbe {
                 String::new(),
                 "sidepool replica check".to_owned(),
             ));
-            for _ in 0..DEAD_RETRIES {
-                let mut conn = self
-                    .pool
-                    .get(&key, owner.clone())
+            let mut conn =
+                lifecycle::checkout_live::<MyService>(&self.pool, "replica", &key, &owner)
                     .await
-                    .map_err(|e| chain(&e))?;
-                if conn.is_dead() {
-                    conn.discard();
-                    continue;
+                    .map_err(|e| match e {
+                        CheckoutFailure::AllDead { .. } => {
+                            "every idle connection was closed by the server".to_owned()
+                        }
+                        CheckoutFailure::Pool { error, .. } => chain(&error),
+                        other => chain(&other),
+                    })?;
+            match conn.query("SHOW SLAVE STATUS").await {
+                Ok(Reply::Rows(rows)) => {
+                    conn.release();
+                    Ok(interpret(&rows))
                 }
-                return match conn.query("SHOW SLAVE STATUS").await {
-                    Ok(Reply::Rows(rows)) => {
-                        conn.release();
-                        Ok(interpret(&rows))
-                    }
-                    Ok(Reply::Err(_)) => {
-                        conn.release();
-                        Err("SHOW SLAVE STATUS was refused (the check needs REPLICATION CLIENT / SLAVE MONITOR)".to_owned())
-                    }
-                    Ok(_) => {
-                        conn.release();
-                        Ok(Checked::NotReplicating("not a replica"))
-                    }
-                    Err(e) => {
-                        conn.discard();
-                        Err(chain(&e))
-                    }
-                };
+                Ok(Reply::Err(_)) => {
+                    conn.release();
+                    Err("SHOW SLAVE STATUS was refused (the check needs REPLICATION CLIENT / SLAVE MONITOR)".to_owned())
+                }
+                Ok(_) => {
+                    conn.release();
+                    Ok(Checked::NotReplicating("not a replica"))
+                }
+                Err(e) => {
+                    conn.discard();
+                    Err(chain(&e))
+                }
             }
-            Err("every idle connection was closed by the server".to_owned())
         })
     }
 }

@@ -1,22 +1,22 @@
 //! The session lifecycle of the MySQL relay: login completion, waiting for commands (and
 //! kills), checking a server connection out and returning it, and the end of the session.
-//! Kept apart from the per-command logic so that a protocol-neutral session core can take it
-//! over.
-
-use std::sync::atomic::Ordering::Relaxed;
+//! What is not MySQL-specific (checkout with replica fallback and dead-connection retries,
+//! rollback and reset under a timeout, kill reasons) is [`crate::lifecycle`]'s.
 
 use bytes::Buf;
-use sidepool_protocol::mysql::response::{self, Expect};
+use sidepool_protocol::mysql::response;
 use sidepool_protocol::mysql::{StatusFlags, packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::debug;
 
-use super::{Attached, DEAD_RETRIES, MAX_COMMAND, Next, RESET_TIMEOUT, Relay};
-use crate::error::{BackendError, SessionError};
+use super::{Attached, MAX_COMMAND, Next, Relay};
+use crate::error::{BackendError, SessionError, chain};
+use crate::io::read_some;
+use crate::lifecycle::{self, Leaving, Reset};
+use crate::mysql::MyService;
 use crate::mysql::backend::ServerConn;
 use crate::mysql::errors::{self, CLIENT_INTERACTION_TIMEOUT};
 use crate::mysql::replay;
-use crate::pg::errors::chain;
 
 impl Relay {
     /// Whether the client is inside a transaction (as the last status said).
@@ -27,11 +27,7 @@ impl Relay {
     /// Ends the session as a kill, leak terminate or drain asked: error 4031 inside a
     /// transaction (then rolled back), else 1053 (server shutdown).
     pub(super) async fn terminate(&mut self) -> Result<(), SessionError> {
-        let reason = self
-            .login
-            .info
-            .kill_reason()
-            .unwrap_or_else(|| "sidepool: terminating connection".into());
+        let reason = lifecycle::kill_reason(&self.login.info);
         let code = if self.in_transaction() {
             CLIENT_INTERACTION_TIMEOUT
         } else {
@@ -110,13 +106,13 @@ impl Relay {
             }
             let read = match self.server.as_mut() {
                 None => tokio::select! {
-                    r = self.client.read_buf(&mut self.buf) => Some(r),
+                    r = read_some(&mut self.client, &mut self.buf) => Some(r),
                     () = info.killed() => None,
                 },
                 Some(att) => {
                     let conn: &mut ServerConn = &mut att.conn;
                     tokio::select! {
-                        r = self.client.read_buf(&mut self.buf) => Some(r),
+                        r = read_some(&mut self.client, &mut self.buf) => Some(r),
                         () = info.killed() => None,
                         r = conn.stream.read_buf(&mut conn.buf) => {
                             // The server spoke unasked (shutdown, kill) or closed.
@@ -138,64 +134,29 @@ impl Relay {
         }
     }
 
-    /// Checks a server connection out and brings its state in line with the client's.
-    /// `Err` carries the ERR payload for the client.
+    /// Checks a server connection out (from the routed replica, else the primary) and brings
+    /// its state in line with the client's. `Err` carries the ERR payload for the client.
     pub(super) async fn attach(&mut self) -> Result<(), Vec<u8>> {
         if self.server.is_some() {
             return Ok(());
         }
-        let svc = self.svc.clone();
-        svc.until_resumed().await;
-        if let Some(i) = self.target.take()
-            && self.attach_replica(i).await?
-        {
-            return Ok(());
-        }
-        for _ in 0..DEAD_RETRIES {
-            let mut conn = match svc
-                .primary
-                .get(&self.login.key, self.login.info.clone())
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!(error = %chain(&e), "checkout failed");
-                    return Err(errors::checkout_failed(&svc.name, &svc.primary_addr, &e));
-                }
-            };
-            if conn.is_dead() {
-                conn.discard();
-                continue;
+        let target = self.target.take();
+        let svc = &*self.svc;
+        match lifecycle::attach(svc, &self.login.key, &self.login.info, &self.state, target).await {
+            Ok(a) => {
+                self.server = Some(Attached {
+                    conn: a.conn,
+                    dirty: Vec::new(),
+                    schema_dirty: false,
+                    replica: a.replica,
+                });
+                Ok(())
             }
-            match replay::sync(&mut conn, &self.state).await {
-                Ok(None) => {}
-                Ok(Some(err)) => {
-                    conn.release();
-                    return Err(err.to_vec());
-                }
-                Err(e) => {
-                    conn.discard();
-                    let msg = format!(
-                        "sidepool: server connection of pool \"{}\" failed: {}",
-                        svc.name,
-                        chain(&e)
-                    );
-                    return Err(response::err_packet(errors::CONN_HOST_ERROR, "HY000", &msg));
-                }
+            Err(f) => {
+                debug!(error = %chain(&f), "checkout failed");
+                Err(errors::attach_failed(&svc.name, &f))
             }
-            self.server = Some(Attached {
-                conn,
-                dirty: Vec::new(),
-                schema_dirty: false,
-                replica: None,
-            });
-            return Ok(());
         }
-        let msg = format!(
-            "sidepool: every idle server connection of pool \"{}\" to {} was closed by the server; retry",
-            svc.name, svc.primary_addr
-        );
-        Err(response::err_packet(errors::CONN_HOST_ERROR, "HY000", &msg))
     }
 
     /// Returns the server connection after reading back the state the client changed on it.
@@ -227,38 +188,23 @@ impl Relay {
         let Some(att) = self.server.take() else {
             return Ok(());
         };
-        let in_trans = att
-            .conn
-            .status
-            .contains(StatusFlags::SERVER_STATUS_IN_TRANS);
-        if vanished && in_trans {
-            self.svc.abandoned_total.fetch_add(1, Relaxed);
-            self.svc.metrics.abandoned();
-        }
-        let mut conn = att.conn;
-        let must_reset = self.session_mode
-            || self.pinned.is_some()
-            || !att.dirty.is_empty()
-            || att.schema_dirty
-            || self.long_data;
-        let cleanup = async {
-            if in_trans && !must_reset {
-                debug!("client left inside a transaction; rolling it back");
-                conn.must(b"\x03ROLLBACK", Expect::ResultSets).await?;
-            }
-            if must_reset {
-                conn.reset().await?;
-            }
-            Ok::<_, BackendError>(())
+        let reset = Reset {
+            rollback: att
+                .conn
+                .status
+                .contains(StatusFlags::SERVER_STATUS_IN_TRANS),
+            session: self.session_mode
+                || self.pinned.is_some()
+                || !att.dirty.is_empty()
+                || att.schema_dirty
+                || self.long_data,
         };
-        match tokio::time::timeout(RESET_TIMEOUT, cleanup).await {
-            Ok(Ok(())) => conn.release(),
-            Ok(Err(e)) => {
-                debug!(error = %chain(&e), "reset failed; closing the server connection");
-                conn.discard();
-            }
-            Err(_) => conn.discard(),
-        }
+        let leaving = Leaving {
+            vanished,
+            mid_statement: false,
+            reset,
+        };
+        lifecycle::finish::<MyService>(&self.svc, att.conn, leaving).await;
         Ok(())
     }
 }
