@@ -30,7 +30,9 @@ use std::time::Duration;
 use sidepool_pool::{Connector, Pool, Pooled};
 
 pub use self::admit::{ClientSide, admit};
-pub use self::attach::{Attached, CheckoutFailure, SyncError, attach, checkout, checkout_live};
+pub use self::attach::{
+    Attached, CheckoutFailure, SyncError, attach, checkout, checkout_for_check, checkout_live,
+};
 pub use self::release::{Leaving, OnKill, Reset, finish, kill_reason, on_kill};
 use crate::error::BackendError;
 use crate::service::PoolCore;

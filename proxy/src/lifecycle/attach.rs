@@ -179,3 +179,34 @@ pub async fn checkout_live<S: ServerSide>(
         addr: addr.to_owned(),
     })
 }
+
+/// A live connection for a replica health check, owned by a stand-in client named
+/// `sidepool replica check` (so the check counts against the replica's `max_open` like
+/// everything else, and shows as such in `SHOW SERVERS`).
+///
+/// # Errors
+/// Why no connection could be had, as the text the check reports.
+pub async fn checkout_for_check<S: ServerSide>(
+    pool: &BackendPool<S>,
+    pool_name: &Arc<str>,
+    key: &<S::Connector as sidepool_pool::Connector>::Key,
+    user: String,
+    database: String,
+) -> Result<Conn<S>, String> {
+    let owner = Arc::new(ClientInfo::new(
+        pool_name.clone(),
+        ([0, 0, 0, 0], 0).into(),
+        user,
+        database,
+        "sidepool replica check".to_owned(),
+    ));
+    checkout_live::<S>(pool, "replica", key, &owner)
+        .await
+        .map_err(|e| match e {
+            CheckoutFailure::AllDead { .. } => {
+                "every idle connection was closed by the server".to_owned()
+            }
+            CheckoutFailure::Pool { error, .. } => crate::error::chain(&error),
+            other => crate::error::chain(&other),
+        })
+}

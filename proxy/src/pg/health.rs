@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::PgPool;
 use super::backend::ConnKey;
+use super::{PgPool, PgService};
+use crate::lifecycle;
 use crate::route::health::{Checked, Probe};
 use crate::service::BoxFuture;
-use crate::session::ClientInfo;
 
 /// Recovery state and lag in seconds. When everything received has been replayed the lag is 0,
 /// so an idle primary (no new WAL, an old last-replay timestamp) does not read as a growing lag;
@@ -19,9 +19,6 @@ use crate::session::ClientInfo;
 pub const LAG_QUERY: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
      ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END";
-
-/// Checkouts that find a dead idle connection before the check gives up.
-const DEAD_RETRIES: usize = 3;
 
 /// Checks one PostgreSQL replica.
 #[derive(Debug)]
@@ -39,35 +36,24 @@ impl Probe for PgProbe {
     fn check(&self) -> BoxFuture<'_, Result<Checked, String>> {
         Box::pin(async move {
             let key = self.key.lock().clone();
-            let owner = Arc::new(ClientInfo::new(
-                self.pool_name.clone(),
-                ([0, 0, 0, 0], 0).into(),
+            let mut conn = lifecycle::checkout_for_check::<PgService>(
+                &self.pool,
+                &self.pool_name,
+                &key,
                 key.user.to_string(),
                 key.database.to_string(),
-                "sidepool replica check".to_owned(),
-            ));
-            for _ in 0..DEAD_RETRIES {
-                let mut conn = self
-                    .pool
-                    .get(&key, owner.clone())
-                    .await
-                    .map_err(|e| crate::pg::errors::chain(&e))?;
-                if conn.is_dead() {
-                    conn.discard();
-                    continue;
+            )
+            .await?;
+            match conn.run_returning(LAG_QUERY).await {
+                Ok((_, row)) => {
+                    conn.release();
+                    Ok(interpret(&row))
                 }
-                return match conn.run_returning(LAG_QUERY).await {
-                    Ok((_, row)) => {
-                        conn.release();
-                        Ok(interpret(&row))
-                    }
-                    Err(e) => {
-                        conn.discard();
-                        Err(crate::pg::errors::chain(&e))
-                    }
-                };
+                Err(e) => {
+                    conn.discard();
+                    Err(crate::error::chain(&e))
+                }
             }
-            Err("every idle connection was closed by the server".to_owned())
         })
     }
 }

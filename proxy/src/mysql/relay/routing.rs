@@ -17,14 +17,13 @@ use sidepool_protocol::sql::{self, Dialect, Route, WriteFunctions};
 
 use super::Relay;
 use crate::error::chain;
-use crate::lifecycle::{self, CheckoutFailure};
+use crate::lifecycle;
 use crate::mysql::backend::{ConnKey, Reply};
 use crate::mysql::effects::effects;
 use crate::mysql::{MyPool, MyService};
 use crate::route;
 use crate::route::health::{Checked, Probe};
 use crate::service::BoxFuture;
-use crate::session::ClientInfo;
 
 /// What routing needs to know of one MySQL text: may it start a transaction on a replica, and
 /// may it write.
@@ -128,23 +127,14 @@ impl Probe for MyProbe {
             let Some(key) = self.key.lock().clone() else {
                 return Ok(Checked::Skipped);
             };
-            let owner = Arc::new(ClientInfo::new(
-                self.pool_name.clone(),
-                ([0, 0, 0, 0], 0).into(),
+            let mut conn = lifecycle::checkout_for_check::<MyService>(
+                &self.pool,
+                &self.pool_name,
+                &key,
                 key.user.to_string(),
                 String::new(),
-                "sidepool replica check".to_owned(),
-            ));
-            let mut conn =
-                lifecycle::checkout_live::<MyService>(&self.pool, "replica", &key, &owner)
-                    .await
-                    .map_err(|e| match e {
-                        CheckoutFailure::AllDead { .. } => {
-                            "every idle connection was closed by the server".to_owned()
-                        }
-                        CheckoutFailure::Pool { error, .. } => chain(&error),
-                        other => chain(&other),
-                    })?;
+            )
+            .await?;
             match conn.query("SHOW SLAVE STATUS").await {
                 Ok(Reply::Rows(rows)) => {
                     conn.release();
