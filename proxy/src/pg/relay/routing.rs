@@ -58,7 +58,10 @@ impl Relay {
     /// The routing settings when this session splits reads now: transaction mode, not pinned,
     /// `split` on and replicas configured.
     pub(super) fn splitting(&self) -> Option<std::sync::Arc<RoutingSettings>> {
-        if !self.mapping || self.pinned.is_some() || self.svc.core.replicas.is_empty() {
+        if !self.machine.mapping
+            || self.machine.pinned.is_some()
+            || self.svc.core.replicas.is_empty()
+        {
             return None;
         }
         let s = self.svc.core.routing.get();
@@ -93,12 +96,16 @@ impl Relay {
             // The unnamed statement lives on the attached connection: it goes with it.
             fe::tag::BIND => {
                 let b = fe::parse_bind(msg).ok()?;
-                (!b.statement.is_empty())
-                    .then(|| self.statements.get(b.statement).is_some_and(|s| s.read))
+                (!b.statement.is_empty()).then(|| {
+                    self.machine
+                        .statements
+                        .get(b.statement)
+                        .is_some_and(|s| s.read)
+                })
             }
             fe::tag::DESCRIBE => match fe::parse_target(msg).ok()? {
                 fe::Target::Statement(name) if !name.is_empty() => {
-                    Some(self.statements.get(name).is_some_and(|s| s.read))
+                    Some(self.machine.statements.get(name).is_some_and(|s| s.read))
                 }
                 _ => None,
             },
@@ -138,9 +145,9 @@ impl Relay {
             return false;
         };
         if att.replica.is_none()
-            || att.pending
-            || att.status != TransactionStatus::Idle
-            || !self.scan.at_boundary()
+            || att.link.pending
+            || att.link.status != TransactionStatus::Idle
+            || !self.machine.scan.at_boundary()
         {
             return false;
         }
@@ -165,7 +172,7 @@ impl Relay {
         let quiet = self
             .server
             .as_deref()
-            .is_some_and(|a| a.owed == 0 && a.quiet());
+            .is_some_and(|a| a.link.owed == 0 && a.quiet());
         if quiet {
             self.detach().await;
             return false;
@@ -177,7 +184,7 @@ impl Relay {
     /// After server bytes: a held client goes on once the replica owes nothing more (the
     /// connection is then returned, or a transaction is open and the message stays there).
     pub(super) fn release_hold(&mut self) {
-        if self.held && self.server.as_deref().is_none_or(|a| a.owed == 0) {
+        if self.held && self.server.as_deref().is_none_or(|a| a.link.owed == 0) {
             self.held = false;
             self.client_inbox = true;
         }
@@ -197,7 +204,7 @@ impl Relay {
             // A Bind of the unnamed statement: its Parse was looked at.
             Some(&fe::tag::BIND) => fe::parse_bind(msg)
                 .ok()
-                .and_then(|b| self.statements.get(b.statement))
+                .and_then(|b| self.machine.statements.get(b.statement))
                 .is_some_and(|s| s.writes),
             Some(&fe::tag::FUNCTION_CALL) => true,
             _ => false,
