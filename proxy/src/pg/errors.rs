@@ -6,6 +6,7 @@ use sidepool_pool::PoolError;
 use sidepool_protocol::pg::backend::{ErrorFields, Severity, error_response};
 
 use crate::error::BackendError;
+use crate::lifecycle::CheckoutFailure;
 
 /// `too_many_connections`: pool exhausted, wait timeout, max_waiting, max_clients.
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
@@ -99,6 +100,31 @@ pub fn checkout_failed(
 }
 
 pub use crate::error::chain;
+
+/// The ErrorResponse a client gets when no server connection could be attached.
+pub fn attach_failed(pool: &str, severity: Severity, f: &CheckoutFailure<BackendError>) -> Bytes {
+    match f {
+        CheckoutFailure::Pool { addr, error } => checkout_failed(pool, addr, severity, error),
+        CheckoutFailure::AllDead { addr } => {
+            let msg = format!(
+                "sidepool: every idle server connection of pool \"{pool}\" to {addr} was closed \
+                 by the server"
+            );
+            let hint = Some("the database may have restarted; retry");
+            error(severity, CONNECTION_FAILURE, &msg, hint)
+        }
+        CheckoutFailure::Refused(BackendError::Server { fields, .. }) => {
+            error(severity, &fields.code, &fields.message, None)
+        }
+        CheckoutFailure::Refused(other) | CheckoutFailure::Failed { error: other, .. } => {
+            let msg = format!(
+                "sidepool: server connection of pool \"{pool}\" failed: {}",
+                chain(other)
+            );
+            error(severity, CONNECTION_FAILURE, &msg, None)
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

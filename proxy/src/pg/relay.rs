@@ -19,42 +19,32 @@
 //! - the last ReadyForQuery said `I` (no transaction block),
 //! - the client is not pinned, and both directions are at a message boundary.
 
-mod lifecycle;
 mod machine;
 pub mod responses;
 pub mod routing;
+mod session;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sidepool_config::PoolMode;
-use sidepool_pool::Pooled;
 use sidepool_protocol::pg::backend::Severity;
 use sidepool_protocol::pg::frontend as fe;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use self::machine::{ClientStep, ConnSide, Env, Link, MAX_MESSAGE, Machine, Unattached};
 use self::routing::SqlRoute;
 use super::PgService;
-use super::backend::{PgConnector, ServerConn};
+use super::backend::ServerConn;
 use super::cancel::Registration;
 use super::client::Login;
 use super::errors::{self, CONNECTION_FAILURE, PROTOCOL_VIOLATION, error};
 use crate::error::{BackendError, SessionError};
 use crate::io::{read_some, write_reading};
-use crate::session::ClientInfo;
+use crate::lifecycle::{INBOX_CAP, OnKill, on_kill};
 use crate::tls::Stream;
-/// Budget for ROLLBACK / DISCARD ALL before a connection goes back to the pool.
-const RESET_TIMEOUT: Duration = Duration::from_secs(10);
-/// Reused idle connections found dead at checkout before giving up.
-const DEAD_RETRIES: usize = 3;
-/// How much a peer may send us while we are still writing to it (see [`write_reading`]): a
-/// relay that only reads one side while writing the other deadlocks when both peers write
-/// before they read.
-const INBOX_CAP: usize = 64 << 20;
 
-type Conn = Pooled<PgConnector, Arc<ClientInfo>>;
+type Conn = crate::lifecycle::Conn<PgService>;
 
 /// A server connection serving the client now.
 struct Attached {
@@ -260,7 +250,7 @@ impl Relay {
                     let held = self.held;
                     tokio::select! {
                         r = read_some(&mut self.client, &mut self.buf), if !held => Event::Client(r),
-                        r = conn.stream.read_buf(&mut conn.buf) => Event::Server(r),
+                        r = read_some(&mut conn.stream, &mut conn.buf) => Event::Server(r),
                         () = info.killed() => Event::Killed,
                     }
                 }
@@ -274,8 +264,8 @@ impl Relay {
                     }
                 }
                 Event::Killed => {
-                    if info.ends_gracefully() && !self.between_transactions() {
-                        // Drain: end once the transaction in flight is over.
+                    let between = self.between_transactions();
+                    if on_kill(&info, between) == OnKill::AfterTransaction {
                         self.closing = true;
                         continue;
                     }

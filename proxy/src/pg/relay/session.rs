@@ -1,7 +1,7 @@
 //! The relay's session lifecycle: the login reply, checking a server connection out and
 //! bringing it in line with the client's settings, returning it (settings read back first),
 //! and cleaning it up when the client leaves or is ended. [`super::machine`] decides when;
-//! these do it.
+//! these do it, through [`crate::lifecycle`] for what every protocol shares.
 
 use std::sync::Arc;
 
@@ -11,11 +11,13 @@ use sidepool_protocol::pg::backend::Severity;
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
-use super::{Attached, Conn, DEAD_RETRIES, RESET_TIMEOUT, Relay};
-use crate::error::{BackendError, SessionError};
+use super::{Attached, Relay};
+use crate::error::SessionError;
 use crate::io::{give_buffer, take_buffer};
+use crate::lifecycle::{self, Leaving, Reset};
+use crate::pg::PgService;
 use crate::pg::client::login_reply;
-use crate::pg::errors::{self, CONNECTION_FAILURE, IDLE_IN_TRANSACTION_TIMEOUT, error};
+use crate::pg::errors::{self, IDLE_IN_TRANSACTION_TIMEOUT, error};
 use crate::pg::replay;
 
 impl Relay {
@@ -68,11 +70,7 @@ impl Relay {
     /// the client why (25P03 inside a transaction, else 57P01), then cleans the server
     /// connection up as if the client had left.
     pub(super) async fn terminate(&mut self) -> Result<(), SessionError> {
-        let reason = self
-            .login
-            .info
-            .kill_reason()
-            .unwrap_or_else(|| "sidepool: terminating connection".into());
+        let reason = lifecycle::kill_reason(&self.login.info);
         let code = if self
             .server
             .as_ref()
@@ -130,95 +128,19 @@ impl Relay {
         severity: Severity,
         replica: Option<usize>,
     ) -> Result<(), Bytes> {
-        let svc = self.svc.clone();
-        svc.until_resumed().await;
-        if let Some(i) = replica {
-            let r = &svc.core.replicas[i];
-            let lease = r.lease();
-            match self.checkout(&svc.replicas[i], &r.addr, severity).await {
-                Ok(conn) => {
-                    self.install(conn, Some(lease));
-                    return Ok(());
-                }
-                Err((true, _)) => {
-                    debug!(backend = %r.addr, "replica unreachable at checkout; the read goes to the primary");
-                    r.connect_failed();
-                }
-                Err((false, reply)) => return Err(reply),
+        let svc = &*self.svc;
+        let login = &self.login;
+        match lifecycle::attach(svc, &login.key, &login.info, &login.settings, replica).await {
+            Ok(a) => {
+                self.cancel.slot.set(Some(a.conn.cancel.clone()));
+                self.server = Some(Box::new(Attached::new(a.conn, a.replica)));
+                Ok(())
+            }
+            Err(f) => {
+                debug!(error = %errors::chain(&f), "checkout failed");
+                Err(errors::attach_failed(&svc.name, severity, &f))
             }
         }
-        let conn = self
-            .checkout(&svc.primary, &svc.primary_addr, severity)
-            .await
-            .map_err(|(_, reply)| reply)?;
-        self.install(conn, None);
-        Ok(())
-    }
-
-    pub(super) fn install(&mut self, conn: Conn, replica: Option<crate::route::Lease>) {
-        self.cancel.slot.set(Some(conn.cancel.clone()));
-        self.server = Some(Box::new(Attached::new(conn, replica)));
-    }
-
-    /// One backend's checkout with the dead-connection retries and the settings sync. `Err`:
-    /// whether another backend may be tried (the backend could not be reached), and the
-    /// ErrorResponse for the client.
-    pub(super) async fn checkout(
-        &self,
-        pool: &crate::pg::PgPool,
-        addr: &str,
-        severity: Severity,
-    ) -> Result<Conn, (bool, Bytes)> {
-        let svc = &self.svc;
-        for _ in 0..DEAD_RETRIES {
-            let mut conn = match pool.get(&self.login.key, self.login.info.clone()).await {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!(backend = addr, error = %errors::chain(&e), "checkout failed");
-                    let unreachable = e.kind().side() == sidepool_pool::ErrorSide::Server;
-                    return Err((
-                        unreachable,
-                        errors::checkout_failed(&svc.name, addr, severity, &e),
-                    ));
-                }
-            };
-            if conn.is_dead() {
-                debug!("idle server connection was closed by the server; discarding it");
-                conn.discard();
-                continue;
-            }
-            if let Err(e) = replay::sync_settings(&mut conn, &self.login.settings).await {
-                return Err(match e {
-                    BackendError::Server { fields, .. } => {
-                        conn.release();
-                        (false, error(severity, &fields.code, &fields.message, None))
-                    }
-                    other => {
-                        conn.discard();
-                        let msg = format!(
-                            "sidepool: server connection of pool \"{}\" failed: {}",
-                            svc.name,
-                            errors::chain(&other)
-                        );
-                        (true, error(severity, CONNECTION_FAILURE, &msg, None))
-                    }
-                });
-            }
-            return Ok(conn);
-        }
-        let msg = format!(
-            "sidepool: every idle server connection of pool \"{}\" to {} was closed by the server",
-            svc.name, addr
-        );
-        Err((
-            true,
-            error(
-                severity,
-                CONNECTION_FAILURE,
-                &msg,
-                Some("the database may have restarted; retry"),
-            ),
-        ))
     }
 
     /// Returns the server connection to the pool (transaction mode, server idle), after reading
@@ -277,43 +199,19 @@ impl Relay {
             return Ok(());
         };
         self.cancel.slot.set(None);
-        if vanished && (att.link.status != TransactionStatus::Idle || !att.quiet()) {
-            self.svc
-                .abandoned_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.svc.metrics.abandoned();
-        }
-        if !att.quiet() {
-            debug!("client left mid-statement; closing its server connection");
-            att.conn.discard();
-            return Ok(());
-        }
-        let (mut conn, status) = (att.conn, att.link.status);
-        let discard_all = !self.machine.mapping
-            || self.machine.pinned.is_some()
-            || att.link.reset_all
-            || !att.link.dirty.is_empty();
-        let reset = async {
-            if status != TransactionStatus::Idle {
-                debug!("client left inside a transaction; rolling it back");
-                conn.run("ROLLBACK").await?;
-            }
-            if discard_all {
-                conn.params = conn.startup_params.clone();
-                conn.synced = None;
-                conn.prepared.clear();
-                conn.run("DISCARD ALL").await?;
-            }
-            Ok::<_, BackendError>(())
+        let reset = Reset {
+            rollback: att.link.status != TransactionStatus::Idle,
+            session: !self.machine.mapping
+                || self.machine.pinned.is_some()
+                || att.link.reset_all
+                || !att.link.dirty.is_empty(),
         };
-        match tokio::time::timeout(RESET_TIMEOUT, reset).await {
-            Ok(Ok(())) => conn.release(),
-            Ok(Err(e)) => {
-                debug!(error = %errors::chain(&e), "reset failed; closing the server connection");
-                conn.discard();
-            }
-            Err(_) => conn.discard(),
-        }
+        let leaving = Leaving {
+            vanished,
+            mid_statement: !att.quiet(),
+            reset,
+        };
+        lifecycle::finish::<PgService>(&self.svc, att.conn, leaving).await;
         Ok(())
     }
 }
