@@ -187,85 +187,16 @@ async fn login(
     buf: &mut BytesMut,
     addr: SocketAddr,
 ) -> Result<Option<(Stream, Login)>, SessionError> {
-    let backend = match backend_greeting(svc, addr).await {
-        Ok(g) => g,
-        Err(err) => {
-            let _ = send(
-                &mut stream,
-                &packet::encode(0, &errors::before_greeting(&err)),
-            )
-            .await;
-            return Ok(None);
-        }
-    };
-    let plugin = match svc.client_auth {
-        ClientAuth::Password => auth::CACHING_SHA2,
-        _ => auth::NATIVE,
-    };
-    let mut nonce = auth::new_nonce().to_vec();
-    let mut offered = OFFERED & backend.capabilities;
-    // TLS towards clients is sidepool's own, whatever the backend offers.
-    offered.set(CapabilityFlags::CLIENT_SSL, svc.client_tls.offers_tls());
-    static NEXT_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-    let greeting = Greeting {
-        connection_id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        capabilities: offered,
-        status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
-        nonce: nonce.clone(),
-        auth_plugin: plugin.to_owned(),
-        ..backend
-    };
-    send(
-        &mut stream,
-        &packet::encode(0, &handshake::greeting(&greeting)),
-    )
-    .await?;
-    let Some((mut seq, mut payload)) = read_first_packet(&mut stream, buf).await? else {
+    let Some(greeting) = send_greeting(svc, &mut stream, addr).await? else {
         return Ok(None);
     };
-    if handshake::parse_ssl_request(&payload).is_some() {
-        if !svc.client_tls.offers_tls() {
-            let msg = "sidepool: this pool does not offer TLS to clients; connect without TLS \
-                       (--ssl-mode=DISABLED), or configure [pools.tls] client_mode";
-            let _ = send(
-                &mut stream,
-                &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, msg),
-            )
-            .await;
-            return Ok(None);
-        }
-        if !buf.is_empty() {
-            // Bytes after the SSLRequest, before the TLS handshake: plaintext that would pass
-            // for encrypted (the CVE-2021-23222 class). Refuse.
-            return Err(SessionError::ClientProtocol(
-                sidepool_protocol::ProtocolError::Malformed {
-                    what: "SSLRequest",
-                    why: "data after the SSLRequest",
-                },
-            ));
-        }
-        stream = match stream {
-            Stream::Plain(tcp) => svc.client_tls.accept(tcp).await?,
-            already => already,
-        };
-        let Some(next) = read_packet(&mut stream, buf).await? else {
-            return Ok(None);
-        };
-        (seq, payload) = next;
-    } else if svc.client_tls.requires_tls() {
-        let msg = format!(
-            "sidepool: pool \"{}\" accepts only TLS connections; connect with TLS \
-             (--ssl, ssl-mode=REQUIRED or VERIFY_IDENTITY)",
-            svc.name
-        );
-        warn!(client.addr = %addr, "plaintext client refused: client_mode = require");
-        let _ = send(
-            &mut stream,
-            &errors::error(seq.wrapping_add(1), SECURE_TRANSPORT_REQUIRED, &msg),
-        )
-        .await;
+    let Some((seq, payload)) = read_first_packet(&mut stream, buf).await? else {
         return Ok(None);
-    }
+    };
+    let Some((mut stream, seq, payload)) = secure(svc, stream, buf, seq, payload, addr).await?
+    else {
+        return Ok(None);
+    };
     let hello = match handshake::parse_handshake_response(&payload) {
         Ok(h) => h,
         Err(e) => {
@@ -279,6 +210,8 @@ async fn login(
         }
     };
     let mut next = seq.wrapping_add(1);
+    let mut nonce = greeting.nonce;
+    let plugin = greeting.auth_plugin.as_str();
     if !authenticate(svc, &mut stream, buf, &hello, plugin, &mut nonce, &mut next).await? {
         let msg = format!(
             "Access denied for user '{}'@'{}' (using password: {})",
@@ -294,7 +227,7 @@ async fn login(
         let _ = send(&mut stream, &errors::error(next, ACCESS_DENIED, &msg)).await;
         return Ok(None);
     }
-    let capabilities = hello.capabilities & offered;
+    let capabilities = hello.capabilities & greeting.capabilities;
     let info = Arc::new(ClientInfo::new(
         svc.name.clone(),
         addr,
@@ -317,6 +250,95 @@ async fn login(
         nonce,
     };
     Ok(Some((stream, login)))
+}
+
+/// Sends the greeting: the backend's version and capabilities (as far as sidepool offers
+/// them), a fresh nonce, sidepool's auth plugin, CLIENT_SSL when TLS is offered. Returns what
+/// was sent; `Ok(None)` when no backend could be asked for its greeting (the client was told).
+async fn send_greeting(
+    svc: &MyService,
+    stream: &mut Stream,
+    addr: SocketAddr,
+) -> Result<Option<Greeting>, SessionError> {
+    let backend = match backend_greeting(svc, addr).await {
+        Ok(g) => g,
+        Err(err) => {
+            let _ = send(stream, &packet::encode(0, &errors::before_greeting(&err))).await;
+            return Ok(None);
+        }
+    };
+    let plugin = match svc.client_auth {
+        ClientAuth::Password => auth::CACHING_SHA2,
+        _ => auth::NATIVE,
+    };
+    let mut offered = OFFERED & backend.capabilities;
+    // TLS towards clients is sidepool's own, whatever the backend offers.
+    offered.set(CapabilityFlags::CLIENT_SSL, svc.client_tls.offers_tls());
+    static NEXT_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let greeting = Greeting {
+        connection_id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        capabilities: offered,
+        status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        nonce: auth::new_nonce().to_vec(),
+        auth_plugin: plugin.to_owned(),
+        ..backend
+    };
+    send(stream, &packet::encode(0, &handshake::greeting(&greeting))).await?;
+    Ok(Some(greeting))
+}
+
+/// Upgrades to TLS when the client's first packet is an SSLRequest, then reads its
+/// HandshakeResponse41; refuses TLS a pool does not offer and plaintext a pool does not
+/// accept. Returns the stream and the response packet; `Ok(None)`: refused or gone.
+async fn secure(
+    svc: &MyService,
+    mut stream: Stream,
+    buf: &mut BytesMut,
+    seq: u8,
+    payload: Vec<u8>,
+    addr: SocketAddr,
+) -> Result<Option<(Stream, u8, Vec<u8>)>, SessionError> {
+    if handshake::parse_ssl_request(&payload).is_none() {
+        if svc.client_tls.requires_tls() {
+            let msg = format!(
+                "sidepool: pool \"{}\" accepts only TLS connections; connect with TLS \
+                 (--ssl, ssl-mode=REQUIRED or VERIFY_IDENTITY)",
+                svc.name
+            );
+            warn!(client.addr = %addr, "plaintext client refused: client_mode = require");
+            let refusal = errors::error(seq.wrapping_add(1), SECURE_TRANSPORT_REQUIRED, &msg);
+            let _ = send(&mut stream, &refusal).await;
+            return Ok(None);
+        }
+        return Ok(Some((stream, seq, payload)));
+    }
+    if !svc.client_tls.offers_tls() {
+        let msg = "sidepool: this pool does not offer TLS to clients; connect without TLS \
+                   (--ssl-mode=DISABLED), or configure [pools.tls] client_mode";
+        let _ = send(
+            &mut stream,
+            &errors::error(seq.wrapping_add(1), HANDSHAKE_ERROR, msg),
+        )
+        .await;
+        return Ok(None);
+    }
+    if !buf.is_empty() {
+        // Bytes after the SSLRequest, before the TLS handshake: plaintext that would pass
+        // for encrypted (the CVE-2021-23222 class). Refuse.
+        return Err(SessionError::ClientProtocol(
+            sidepool_protocol::ProtocolError::Malformed {
+                what: "SSLRequest",
+                why: "data after the SSLRequest",
+            },
+        ));
+    }
+    let mut stream = match stream {
+        Stream::Plain(tcp) => svc.client_tls.accept(tcp).await?,
+        already => already,
+    };
+    Ok(read_packet(&mut stream, buf)
+        .await?
+        .map(|(seq, payload)| (stream, seq, payload)))
 }
 
 /// Checks the client's scramble, switching it to sidepool's plugin first when it answered

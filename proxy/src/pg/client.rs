@@ -342,103 +342,124 @@ async fn authenticate(
     buf: &mut BytesMut,
     user: &str,
 ) -> Result<bool, SessionError> {
-    let known = svc.users.get(user);
-    let failed = format!("password authentication failed for user \"{user}\"");
-    let reject = |reason: &'static str| {
-        warn!(reason, "client authentication failed");
-        error(Severity::Fatal, INVALID_PASSWORD, &failed, None)
-    };
-    let ok = match svc.client_auth {
-        ClientAuth::Trust => true,
-        ClientAuth::Md5 => {
-            let salt = auth::random_md5_salt();
-            stream
-                .write_all(&be::authentication_md5(salt))
-                .await
-                .map_err(SessionError::ClientIo)?;
-            let Some(msg) = expect_password(stream, buf).await? else {
-                return Ok(false);
-            };
-            let response = frontend::parse_password(&msg).map_err(SessionError::ClientProtocol)?;
-            match known {
-                Some(u) if auth::md5_verify(user, &u.password, salt, response) => true,
-                Some(_) => {
-                    let _ = stream.write_all(&reject("wrong password")).await;
-                    return Ok(false);
-                }
-                None => {
-                    let _ = stream.write_all(&reject("unknown user")).await;
-                    return Ok(false);
-                }
-            }
-        }
+    match svc.client_auth {
+        ClientAuth::Trust => Ok(true),
+        ClientAuth::Md5 => authenticate_md5(svc, stream, buf, user).await,
         ClientAuth::Password | ClientAuth::Native => {
-            let mock;
-            let secret = match known {
-                Some(u) => &u.scram,
-                None => {
-                    mock = auth::ScramSecret::mock(user, &svc.mock_key);
-                    &mock
-                }
-            };
-            stream
-                .write_all(&be::authentication_sasl(auth::SCRAM_SHA_256))
-                .await
-                .map_err(SessionError::ClientIo)?;
-            let Some(msg) = expect_password(stream, buf).await? else {
-                return Ok(false);
-            };
-            let (mechanism, data) = frontend::parse_sasl_initial_response(&msg)
-                .map_err(SessionError::ClientProtocol)?;
-            if mechanism != auth::SCRAM_SHA_256 {
-                let text = format!(
-                    "sidepool: unsupported SASL mechanism \"{mechanism}\"; use SCRAM-SHA-256"
-                );
-                let _ = stream
-                    .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, &text, None))
-                    .await;
-                return Ok(false);
-            }
-            let (server, first) = match ScramServer::start(secret, data) {
-                Ok(s) => s,
-                Err(e) => {
-                    let text = format!("sidepool: malformed SCRAM message: {e}");
-                    let _ = stream
-                        .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, &text, None))
-                        .await;
-                    return Ok(false);
-                }
-            };
-            stream
-                .write_all(&be::authentication_sasl_continue(&first))
-                .await
-                .map_err(SessionError::ClientIo)?;
-            let Some(msg) = expect_password(stream, buf).await? else {
-                return Ok(false);
-            };
-            match server.finish(frontend::sasl_response_data(&msg)) {
-                Ok(last) => {
-                    stream
-                        .write_all(&be::authentication_sasl_final(&last))
-                        .await
-                        .map_err(SessionError::ClientIo)?;
-                    true
-                }
-                Err(e) => {
-                    let _ = stream
-                        .write_all(&reject(if known.is_some() {
-                            "wrong password"
-                        } else {
-                            "unknown user"
-                        }))
-                        .await;
-                    debug!(error = %e, "SCRAM exchange failed");
-                    return Ok(false);
-                }
-            }
+            authenticate_scram(svc, stream, buf, user).await
+        }
+    }
+}
+
+/// Tells a client its password was not accepted (the same words for an unknown user, so that
+/// users cannot be enumerated); `reason` goes to the log only.
+async fn reject(
+    stream: &mut Stream,
+    user: &str,
+    reason: &'static str,
+) -> Result<bool, SessionError> {
+    warn!(reason, "client authentication failed");
+    let failed = format!("password authentication failed for user \"{user}\"");
+    let _ = stream
+        .write_all(&error(Severity::Fatal, INVALID_PASSWORD, &failed, None))
+        .await;
+    Ok(false)
+}
+
+/// Tells a client its auth message broke the exchange.
+async fn refuse_exchange(stream: &mut Stream, text: &str) -> Result<bool, SessionError> {
+    let _ = stream
+        .write_all(&error(Severity::Fatal, PROTOCOL_VIOLATION, text, None))
+        .await;
+    Ok(false)
+}
+
+/// `client_auth = "md5"`: AuthenticationMD5Password with a random salt.
+async fn authenticate_md5(
+    svc: &PgService,
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    user: &str,
+) -> Result<bool, SessionError> {
+    let salt = auth::random_md5_salt();
+    stream
+        .write_all(&be::authentication_md5(salt))
+        .await
+        .map_err(SessionError::ClientIo)?;
+    let Some(msg) = expect_password(stream, buf).await? else {
+        return Ok(false);
+    };
+    let response = frontend::parse_password(&msg).map_err(SessionError::ClientProtocol)?;
+    match svc.users.get(user) {
+        Some(u) if auth::md5_verify(user, &u.password, salt, response) => Ok(true),
+        Some(_) => reject(stream, user, "wrong password").await,
+        None => reject(stream, user, "unknown user").await,
+    }
+}
+
+/// `client_auth = "password"`: SCRAM-SHA-256. An unknown user goes through the same exchange
+/// against a stand-in secret and fails like a wrong password.
+async fn authenticate_scram(
+    svc: &PgService,
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    user: &str,
+) -> Result<bool, SessionError> {
+    let known = svc.users.get(user);
+    let mock;
+    let secret = match known {
+        Some(u) => &u.scram,
+        None => {
+            mock = auth::ScramSecret::mock(user, &svc.mock_key);
+            &mock
         }
     };
-    Ok(ok)
+    stream
+        .write_all(&be::authentication_sasl(auth::SCRAM_SHA_256))
+        .await
+        .map_err(SessionError::ClientIo)?;
+    let Some(msg) = expect_password(stream, buf).await? else {
+        return Ok(false);
+    };
+    let (mechanism, data) =
+        frontend::parse_sasl_initial_response(&msg).map_err(SessionError::ClientProtocol)?;
+    if mechanism != auth::SCRAM_SHA_256 {
+        let text =
+            format!("sidepool: unsupported SASL mechanism \"{mechanism}\"; use SCRAM-SHA-256");
+        return refuse_exchange(stream, &text).await;
+    }
+    let (server, first) = match ScramServer::start(secret, data) {
+        Ok(s) => s,
+        Err(e) => {
+            return refuse_exchange(stream, &format!("sidepool: malformed SCRAM message: {e}"))
+                .await;
+        }
+    };
+    stream
+        .write_all(&be::authentication_sasl_continue(&first))
+        .await
+        .map_err(SessionError::ClientIo)?;
+    let Some(msg) = expect_password(stream, buf).await? else {
+        return Ok(false);
+    };
+    match server.finish(frontend::sasl_response_data(&msg)) {
+        Ok(last) => {
+            stream
+                .write_all(&be::authentication_sasl_final(&last))
+                .await
+                .map_err(SessionError::ClientIo)?;
+            Ok(true)
+        }
+        Err(e) => {
+            debug!(error = %e, "SCRAM exchange failed");
+            let reason = if known.is_some() {
+                "wrong password"
+            } else {
+                "unknown user"
+            };
+            reject(stream, user, reason).await
+        }
+    }
 }
 
 async fn expect_password(
