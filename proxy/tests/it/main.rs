@@ -2,9 +2,9 @@
 //! instead of one per file). Run one area with `cargo test -p sidepool --test it pg_limits`.
 //!
 //! All modules share this process: a test must not depend on running alone. Ports are free
-//! ports and directories are per test; process-wide state (the log capture of
-//! `support::harness::logs`, the profiler) is shared, so assertions on it select their own
-//! pool's lines.
+//! ports and directories are per test. Process-wide state is shared: the log capture of
+//! `support::harness::logs` (assertions pick their own server's lines) and the CPU profiler of
+//! `admin_metrics` (it samples every test running meanwhile).
 
 // Integration tests: a failed step is a failed test.
 #![allow(clippy::unwrap_used)]
