@@ -1,4 +1,4 @@
-"""Shared set-up for the Python driver suite (run by proxy/tests/drivers_python.rs).
+"""Shared set-up for the Python driver suite (run by proxy/tests/it/drivers_python.rs).
 
 The suite talks to sidepool through SIDEPOOL_DSN and to the same PostgreSQL directly through
 DIRECT_DSN (for set-up and for the reference results). Both must be set: the suite never skips.
@@ -56,8 +56,8 @@ def _env(name):
     value = os.environ.get(name)
     if not value:
         raise pytest.UsageError(
-            f"{name} is not set: run this suite through `cargo test -p sidepool --test "
-            "drivers_python`, or set SIDEPOOL_DSN and DIRECT_DSN to postgresql:// URLs"
+            f"{name} is not set: run this suite through `cargo test -p sidepool --test it "
+            "drivers_python::`, or set SIDEPOOL_DSN and DIRECT_DSN to postgresql:// URLs"
         )
     return value
 

@@ -1,4 +1,4 @@
-"""Shared set-up for the MySQL driver suite (run by proxy/tests/mysql_drivers_python.rs).
+"""Shared set-up for the MySQL driver suite (run by proxy/tests/it/mysql_drivers_python.rs).
 
 The suite talks to sidepool through MYSQL_SIDEPOOL_DSN and to the same MariaDB directly through
 MYSQL_DIRECT_DSN (`mysql://user:password@host:port/db`), for set-up and reference results. Both
@@ -33,8 +33,9 @@ def _env(name):
     value = os.environ.get(name)
     if not value:
         raise pytest.UsageError(
-            f"{name} is not set: run this suite through `cargo test -p sidepool --test "
-            "mysql_drivers_python`, or set MYSQL_SIDEPOOL_DSN and MYSQL_DIRECT_DSN to mysql:// URLs"
+            f"{name} is not set: run this suite through `cargo test -p sidepool --test it "
+            "mysql_drivers_python::`, or set MYSQL_SIDEPOOL_DSN and MYSQL_DIRECT_DSN to "
+            "mysql:// URLs"
         )
     return value
 
