@@ -65,21 +65,7 @@ fn tokens(sql: &str) -> Vec<Token> {
                     i += 1;
                 }
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                if b.get(i + 2) == Some(&b'!') {
-                    // Executable comment: skip the marker and version digits, read the body.
-                    i += 3;
-                    while i < b.len() && b[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                } else {
-                    i += 2;
-                    while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                        i += 1;
-                    }
-                    i += 2;
-                }
-            }
+            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_comment_open(b, i),
             b'*' if b.get(i + 1) == Some(&b'/') => i += 2,
             b'@' => {
                 if b.get(i + 1) == Some(&b'@') {
@@ -110,6 +96,23 @@ fn tokens(sql: &str) -> Vec<Token> {
         }
     }
     out
+}
+
+/// Where reading goes on after the `/*` at `i`: inside an executable comment (`/*!50700 …`,
+/// whose body MySQL runs), or past the end of a plain comment.
+fn skip_comment_open(b: &[u8], mut i: usize) -> usize {
+    if b.get(i + 2) == Some(&b'!') {
+        i += 3;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        return i;
+    }
+    i += 2;
+    while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+        i += 1;
+    }
+    i + 2
 }
 
 trait LastIsLiteral {
