@@ -328,7 +328,7 @@ async fn profile(query: Option<&str>, format: Format) -> Response<Full<Bytes>> {
             "sidepool: a profile is already being taken; retry when it is done\n",
         ),
         Err(e) => {
-            let msg = crate::pg::errors::chain(&e);
+            let msg = crate::error::chain(&e);
             debug!(error = %msg, "profile failed");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,

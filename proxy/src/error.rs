@@ -1,4 +1,7 @@
-//! Errors of the proxy, each knowing its kind and which side is at fault.
+//! Errors of the proxy, each knowing its kind and which side is at fault, and [`chain`], how
+//! any error is shown on one line (logs, client errors, reload problems).
+
+pub mod side;
 
 use bytes::Bytes;
 use sidepool_protocol::ProtocolError;
@@ -6,16 +9,7 @@ use sidepool_protocol::pg::auth::AuthError;
 use sidepool_protocol::pg::backend::{ServerError, parse_error};
 use thiserror::Error;
 
-/// Who caused an error: decides what is logged at which level and whether a retry makes sense.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The application (bad bytes, wrong password, vanished mid-transaction).
-    Client,
-    /// The database server (unreachable, refused, crashed).
-    Server,
-    /// sidepool itself (limits, configuration).
-    Proxy,
-}
+pub use self::side::Side;
 
 /// Failure to open, authenticate or use a server connection.
 #[derive(Debug, Error)]
@@ -51,7 +45,7 @@ pub enum BackendError {
     NoPassword { user: String },
     /// TLS to the server failed or was refused.
     #[error("TLS with the backend failed")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::tls::error::TlsError),
     /// The server wants an auth method sidepool cannot answer.
     #[error("backend asks for an unsupported authentication method ({what})")]
     UnsupportedAuth { what: String },
@@ -125,7 +119,7 @@ pub enum SessionError {
     Backend(#[from] BackendError),
     /// The TLS handshake with the client failed.
     #[error("TLS with the client failed")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::tls::error::TlsError),
     /// The client did not finish logging in in time.
     #[error("client did not finish logging in within {0:?}")]
     LoginTimeout(std::time::Duration),
@@ -140,5 +134,41 @@ impl SessionError {
             }
             Self::Backend(e) => e.side(),
         }
+    }
+}
+
+/// An error and its causes on one line, each cause left out when the text so far already
+/// shows it (an error's Display often repeats its source: "cannot reach backend …: {source}").
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_names_each_cause_once() {
+        let e = BackendError::Io {
+            addr: "127.0.0.1:1".into(),
+            source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        };
+        assert_eq!(chain(&e), "cannot reach backend 127.0.0.1:1: refused");
+        let wrapped = std::io::Error::other(e);
+        assert_eq!(
+            chain(&wrapped),
+            "cannot reach backend 127.0.0.1:1: refused",
+            "a wrapper whose text is its source's adds nothing"
+        );
     }
 }

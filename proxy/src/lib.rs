@@ -6,6 +6,7 @@
 //! config schema live in those crates and must not learn about each other through this one.
 
 pub mod admin;
+pub mod backend;
 pub mod console;
 pub mod dm;
 pub mod error;

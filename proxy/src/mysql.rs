@@ -94,7 +94,7 @@ impl MyService {
         let metrics =
             Arc::new(telemetry.pool_metrics(&p.name, &p.primary.to_string(), Role::Primary));
         let primary = MyPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
-        let backend: Arc<dyn crate::service::Backend> = Arc::new(primary.clone());
+        let backend: Arc<dyn crate::backend::Backend> = Arc::new(primary.clone());
         let status_watch = match (p.protocol, p.tidb_status_port) {
             (Protocol::Tidb, Some(port)) => Some(tidb::watch(
                 p.name.as_str().into(),
@@ -148,7 +148,7 @@ impl MyService {
         let check_key = Arc::new(Mutex::new(None));
         for ((replica, pool), state) in core.replicas.iter().zip(&replicas).zip(service_states) {
             let (name, routing) = (core.name.clone(), core.routing.clone());
-            let check: crate::service::BoxFuture<'static, ()> = if tidb {
+            let check: crate::backend::BoxFuture<'static, ()> = if tidb {
                 let probe = tidb::replica_read::TidbProbe { health: state };
                 // Nothing to wait for: in rotation from the start, as the primary is.
                 let max_lag = routing.get().max_replica_lag;

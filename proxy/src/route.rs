@@ -24,7 +24,7 @@ use sidepool_config::{PoolConfig, Protocol};
 use sidepool_protocol::sql::{Classified, Route, StatementKind, WriteFunctions};
 use tokio::time::Instant;
 
-use crate::service::Backend;
+use crate::backend::Backend;
 use crate::telemetry::PoolMetrics;
 
 /// `[pools.routing]` as the sessions use it.

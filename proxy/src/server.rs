@@ -29,7 +29,7 @@ use crate::pg::cancel::CancelRegistry;
 use crate::pg::{PgPool, PgService, PgUser};
 use crate::route::Replica;
 use crate::service::{PoolCore, Service};
-use crate::settings::{leak_settings, pool_settings};
+use crate::settings::{LeakSettings, pool_settings};
 use crate::telemetry::{Role, Telemetry};
 use crate::tls::{ClientTls, ServerTls};
 
@@ -427,7 +427,7 @@ impl Shared {
                 match bind(p).await {
                     Ok(l) => Some(l),
                     Err(e) => {
-                        problems.push(crate::pg::errors::chain(&e));
+                        problems.push(crate::error::chain(&e));
                         continue;
                     }
                 }
@@ -438,7 +438,7 @@ impl Shared {
                 Ok(s) => {
                     fresh.insert(name.to_owned(), (s, listener));
                 }
-                Err(e) => problems.push(crate::pg::errors::chain(&e)),
+                Err(e) => problems.push(crate::error::chain(&e)),
             }
         }
         if !problems.is_empty() {
@@ -524,7 +524,7 @@ fn apply_live(running: &Running, p: &PoolConfig, changed: &[PoolField]) {
         crate::route::reconfigure(&core.routing, &core.replicas, p);
     }
     if changed.contains(&PoolField::Leaks) {
-        core.leaks.send_replace(leak_settings(&p.leaks));
+        core.leaks.send_replace(LeakSettings::from_config(&p.leaks));
     }
 }
 

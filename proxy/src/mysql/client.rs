@@ -24,7 +24,7 @@ use super::errors::{
 };
 use super::relay::Relay;
 use crate::error::SessionError;
-use crate::pg::errors::chain;
+use crate::error::chain;
 use crate::session::ClientInfo;
 use crate::tls::Stream;
 

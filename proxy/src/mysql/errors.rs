@@ -6,7 +6,7 @@ use sidepool_protocol::mysql::packet;
 use sidepool_protocol::mysql::response::err_packet;
 
 use crate::error::BackendError;
-use crate::pg::errors::chain;
+use crate::error::chain;
 
 /// `ER_CON_COUNT_ERROR` (1040, "Too many connections"): pool exhausted, wait timeout,
 /// max_waiting, max_clients.

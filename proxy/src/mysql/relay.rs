@@ -28,9 +28,9 @@ use super::client::Login;
 use super::effects::{Effect, effects, reads_last_insert_id};
 use super::errors::{self, CLIENT_INTERACTION_TIMEOUT, UNKNOWN_STMT_HANDLER};
 use super::replay;
+use crate::error::chain;
 use crate::error::{BackendError, SessionError};
 use crate::io::write_reading;
-use crate::pg::errors::chain;
 use crate::tls::Stream;
 
 /// Cap on one client command (MySQL's own `max_allowed_packet` maximum is 1 GiB; sidepool

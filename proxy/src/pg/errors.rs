@@ -98,39 +98,5 @@ pub fn checkout_failed(
     }
 }
 
-/// An error and its causes on one line, each cause left out when the text so far already
-/// shows it (an error's Display often repeats its source: "cannot reach backend …: {source}").
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::BackendError;
-
-    #[test]
-    fn chain_names_each_cause_once() {
-        let e = BackendError::Io {
-            addr: "127.0.0.1:1".into(),
-            source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
-        };
-        assert_eq!(chain(&e), "cannot reach backend 127.0.0.1:1: refused");
-        let wrapped = std::io::Error::other(e);
-        assert_eq!(
-            chain(&wrapped),
-            "cannot reach backend 127.0.0.1:1: refused",
-            "a wrapper whose text is its source's adds nothing"
-        );
-    }
-}
+/// The error chain formatter, which is not PostgreSQL's: re-exported for the PostgreSQL stages.
+pub use crate::error::chain;

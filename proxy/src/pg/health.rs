@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 
 use super::PgPool;
 use super::backend::ConnKey;
+use crate::backend::BoxFuture;
 use crate::route::health::{Checked, Probe};
-use crate::service::BoxFuture;
 use crate::session::ClientInfo;
 
 /// Recovery state and lag in seconds. When everything received has been replayed the lag is 0,
@@ -51,7 +51,7 @@ impl Probe for PgProbe {
                     .pool
                     .get(&key, owner.clone())
                     .await
-                    .map_err(|e| crate::pg::errors::chain(&e))?;
+                    .map_err(|e| crate::error::chain(&e))?;
                 if conn.is_dead() {
                     conn.discard();
                     continue;
@@ -63,7 +63,7 @@ impl Probe for PgProbe {
                     }
                     Err(e) => {
                         conn.discard();
-                        Err(crate::pg::errors::chain(&e))
+                        Err(crate::error::chain(&e))
                     }
                 };
             }

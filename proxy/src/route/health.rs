@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::{Replica, ReplicaState, Routing};
-use crate::service::BoxFuture;
+use crate::backend::BoxFuture;
 
 /// How often each replica is checked. A lagging or failed replica leaves rotation at the first
 /// check that sees it, so this bounds how long reads keep going to it.

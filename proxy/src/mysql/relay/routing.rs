@@ -17,14 +17,14 @@ use sidepool_protocol::sql::{self, Dialect, Route, WriteFunctions};
 use tracing::debug;
 
 use super::{Attached, DEAD_RETRIES, Relay};
+use crate::backend::BoxFuture;
+use crate::error::chain;
 use crate::mysql::MyPool;
 use crate::mysql::backend::{ConnKey, Reply};
 use crate::mysql::effects::effects;
 use crate::mysql::replay;
-use crate::pg::errors::chain;
 use crate::route;
 use crate::route::health::{Checked, Probe};
-use crate::service::BoxFuture;
 use crate::session::ClientInfo;
 
 /// What routing needs to know of one MySQL text: may it start a transaction on a replica, and

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Health;
+use crate::backend::BoxFuture;
 use crate::route::health::{Checked, Probe};
 use crate::route::{Routing, RoutingSettings};
-use crate::service::BoxFuture;
 
 /// The statement a replica-read connection runs after login for settings `s`. One round trip
 /// for both variables; `tidb_read_staleness` only when non-zero (TiDB takes it as a negative
