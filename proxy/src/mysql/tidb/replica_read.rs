@@ -1,4 +1,4 @@
-//! TiDB replica reads (DESIGN §6): every TiDB server can write, so a TiDB pool's "replicas"
+//! TiDB replica reads (docs/design.md §6): every TiDB server can write, so a TiDB pool's "replicas"
 //! are connections to TiDB servers whose session sets `tidb_replica_read` (and, when
 //! configured, `tidb_read_staleness`) right after login, before the pool hands them out.
 //! Autocommit reads routed to a replica run there and TiDB serves them from follower or
