@@ -1,6 +1,7 @@
-//! Leak detection (docs/design.md §5): a checkout is a suspected leak when its server connection has
-//! been held for at least `threshold` while neither the client nor the server has done anything
-//! for at least that long (idle in transaction, or an idle pinned/session connection).
+//! Leak detection (docs/design.md §5): a checkout is a suspected leak when its server connection
+//! has been held for at least `threshold` while neither the client nor the server has done
+//! anything for at least that long (idle in transaction, or an idle pinned/session connection).
+//! Its settings are [`crate::settings::LeakSettings`].
 //!
 //! One watcher task per pool reads the pool's checkout table (the owner of each checkout is the
 //! client's [`ClientInfo`]), warns once per leak naming the culprit, keeps the counter and gauge,

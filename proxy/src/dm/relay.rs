@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{DmConnector, DmService};
+use super::service::{DmConnector, DmService};
 use crate::session::ClientInfo;
 
 /// Bytes read from a socket at a time.

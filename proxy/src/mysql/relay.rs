@@ -22,12 +22,12 @@ use sidepool_protocol::mysql::{StatusFlags, command as com};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, trace};
 
-use super::MyService;
 use super::backend::{MyConnector, Reply, ServerConn, SessionState};
-use super::client::Login;
 use super::effects::{Effect, effects, reads_last_insert_id};
 use super::errors::{self, CLIENT_INTERACTION_TIMEOUT, UNKNOWN_STMT_HANDLER};
+use super::login::Login;
 use super::replay;
+use super::service::MyService;
 use crate::error::chain;
 use crate::error::{BackendError, SessionError};
 use crate::io::write_reading;

@@ -1,5 +1,5 @@
-//! The errors sidepool itself sends to PostgreSQL clients (DESIGN §7): `sidepool:` prefix, a code
-//! the driver understands, pool name and counts, and what to do.
+//! The errors sidepool itself sends to PostgreSQL clients (docs/design.md §7): `sidepool:`
+//! prefix, a code the driver understands, pool name and counts, and what to do.
 
 use bytes::Bytes;
 use sidepool_pool::PoolError;

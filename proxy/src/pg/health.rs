@@ -1,14 +1,14 @@
 //! The PostgreSQL replica check ([`crate::route::health::Probe`]): recovery state and replay
 //! lag, asked over a connection of the replica's own pool (so the check counts against the
-//! replica's `max_open` like everything else, DESIGN §3).
+//! replica's `max_open` like everything else, docs/design.md §3).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::PgPool;
 use super::backend::ConnKey;
+use super::service::PgPool;
 use crate::backend::BoxFuture;
 use crate::route::health::{Checked, Probe};
 use crate::session::ClientInfo;

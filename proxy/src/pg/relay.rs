@@ -33,15 +33,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::debug;
 
 use self::responses::{Disposition, Expect, Pending, Responses};
-use super::PgService;
 use super::backend::{PgConnector, ServerConn};
 use super::cancel::Registration;
-use super::client::{Login, login_reply};
 use super::effects::{Effect, effects, may_have_effects};
 use super::errors::{
     self, CONNECTION_FAILURE, IDLE_IN_TRANSACTION_TIMEOUT, PROTOCOL_VIOLATION, error,
 };
+use super::login::{Login, login_reply};
 use super::replay;
+use super::service::PgService;
 use super::statements::Statement;
 use crate::error::{BackendError, SessionError};
 use crate::io::{give_buffer, read_some, take_buffer, write_reading};
@@ -428,7 +428,7 @@ impl Relay {
             _ => {
                 self.attach(Severity::Fatal, None).await?;
                 let att = self.server.as_ref().map(|a| &a.conn.startup_params);
-                let base: super::LoginParams = Arc::new(
+                let base: super::service::LoginParams = Arc::new(
                     att.into_iter()
                         .flatten()
                         .map(|(k, v)| (k.clone(), v.clone()))
@@ -490,7 +490,7 @@ impl Relay {
     /// ErrorResponse for the client.
     async fn checkout(
         &self,
-        pool: &super::PgPool,
+        pool: &super::service::PgPool,
         addr: &str,
         severity: Severity,
     ) -> Result<Conn, (bool, Bytes)> {
