@@ -1,7 +1,8 @@
 # sidepool — the two commands of the README, and a few helpers.
 #   make demo   install what is missing, start a throwaway PostgreSQL, run sidepool in front of it
 #               with a short workload, and say where to look
-#   make test   install what is missing and run everything: fmt, clippy (warnings denied), tests
+#   make test   install what is missing and run everything: import cycles, fmt, clippy (warnings
+#               denied), tests
 #   make bench  PostgreSQL directly vs sidepool vs PgBouncer, measured by sidepool-loadtest;
 #               writes bench/results.md, bench/results.json and bench/chart.svg (~10 min)
 #   make fuzz   every cargo-fuzz target in protocol/fuzz for FUZZ_SECONDS (default 30) each
@@ -10,12 +11,16 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps test fmt-check clippy unit demo bench fuzz build release clean
+.PHONY: all deps test cycles fmt-check clippy unit demo bench fuzz build release clean
 
 all: test
 
 deps:
 	@bash scripts/install-deps.sh
+
+# No import cycle among the modules of proxy/src (see the script's docstring for the rules).
+cycles:
+	python3 scripts/module-cycles.py
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -26,7 +31,7 @@ clippy:
 unit:
 	$(CARGO) test --workspace --locked --no-fail-fast
 
-test: deps fmt-check clippy unit
+test: deps cycles fmt-check clippy unit
 
 build:
 	$(CARGO) build --workspace --locked

@@ -135,7 +135,7 @@ impl Protocol {
 }
 
 keyword_enum! {
-    /// `[[pools]] mode`: how long a client holds a server connection (DESIGN §4).
+    /// `[[pools]] mode`: how long a client holds a server connection (docs/design.md §4).
     PoolMode, "pool mode" {
         /// From a transaction's first message until the server reports idle.
         Transaction = "transaction",
@@ -171,7 +171,7 @@ impl ClientAuth {
 }
 
 keyword_enum! {
-    /// `[pools.leaks] action`: what happens to a suspected leak (DESIGN §5).
+    /// `[pools.leaks] action`: what happens to a suspected leak (docs/design.md §5).
     LeakAction, "leak action" {
         /// Log, count and show it (the default).
         Warn = "warn",

@@ -1,5 +1,6 @@
-//! sidepool's configuration: the TOML schema of DESIGN §7, defaults, `${ENV}` and file secrets,
-//! validation into a typed [`Config`], and the [`diff`] between two configs for hot reload.
+//! sidepool's configuration: the TOML schema of docs/design.md §7, defaults, `${ENV}` and file
+//! secrets, validation into a typed [`Config`], and the [`diff`] between two configs for hot
+//! reload.
 //!
 //! Parsing has two stages. The raw stage parses the file into a spanned TOML tree
 //! (`toml_edit`), where every key and value keeps its position. The validation pass then walks

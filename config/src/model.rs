@@ -1,5 +1,5 @@
 //! The typed configuration that validation produces. Every field states its TOML key, unit and
-//! default; `Default` impls hold the defaults of DESIGN §7.
+//! default; `Default` impls hold the defaults of docs/design.md §7.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -183,7 +183,7 @@ impl Default for Limits {
     }
 }
 
-/// `[pools.leaks]`: see DESIGN §5.
+/// `[pools.leaks]`: see docs/design.md §5.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leaks {
     /// `threshold`: hold time with a silent client that makes a checkout a suspected leak;
@@ -206,7 +206,7 @@ impl Default for Leaks {
     }
 }
 
-/// `[pools.routing]`: see DESIGN §6.
+/// `[pools.routing]`: see docs/design.md §6.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
     /// `split`: send eligible reads to replicas; on tidb pools to replica-read connections

@@ -1,5 +1,5 @@
 //! sidepool-pool: a protocol-blind connection pool with Go `database/sql` semantics and hard
-//! limits (DESIGN §3).
+//! limits (docs/design.md §3).
 //!
 //! # What it owns
 //! For one backend: the server connections a [`Connector`] opens, grouped by key (the proxy's

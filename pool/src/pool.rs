@@ -16,7 +16,7 @@ use crate::observer::NoopObserver;
 use crate::state::{Begin, Delivery, Effects, Handover, Open, Purpose, State};
 use crate::{CheckoutInfo, Connector, PoolError, PoolObserver, PoolSettings, Pooled, Stats};
 
-/// A connection pool for one backend, with hard limits over all keys (DESIGN §3).
+/// A connection pool for one backend, with hard limits over all keys (docs/design.md §3).
 ///
 /// Cheap to clone: clones share one pool. `O` is what the caller attaches to a checkout (the
 /// proxy's session info); [`Pool::checkouts`] gives it back for leak reports.

@@ -195,8 +195,8 @@ impl<C: Connector, O> State<C, O> {
 
     // ---- checkout -------------------------------------------------------------------------
 
-    /// First step of a checkout (DESIGN §3): idle connection of the key, else a new one under
-    /// `max_open`, else make room by closing another key's idle connection, else queue (or
+    /// First step of a checkout (docs/design.md §3): idle connection of the key, else a new one
+    /// under `max_open`, else make room by closing another key's idle connection, else queue (or
     /// reject past `max_waiting`).
     pub fn begin(
         &mut self,

@@ -1,5 +1,5 @@
-//! Statement classification for read/write splitting (DESIGN §6): may this SQL text run on a
-//! replica?
+//! Statement classification for read/write splitting (docs/design.md §6): may this SQL text run
+//! on a replica?
 //!
 //! # Why hand-written
 //!

@@ -1,5 +1,5 @@
-//! The admin HTTP listener (`[admin] listen`, DESIGN §7): `/metrics`, `/healthz`, `/readyz`,
-//! `/pools` and the CPU profiles under `/debug/pprof/`.
+//! The admin HTTP listener (`[admin] listen`, docs/design.md §7): `/metrics`, `/healthz`,
+//! `/readyz`, `/pools` and the CPU profiles under `/debug/pprof/`.
 //!
 //! It only reads shared state (pool snapshots, service counters, the draining flag); the one
 //! thing it writes is the scrape-time gauges and readiness probe outcomes in
@@ -184,7 +184,7 @@ async fn readyz(state: &AdminState) -> Response<Full<Bytes>> {
         let dameng = p.protocol == "dameng";
         probes.spawn(async move {
             let ok = if dameng {
-                // DESIGN §8: a STARTUP exchange, no credentials.
+                // docs/design.md §8: a STARTUP exchange, no credentials.
                 crate::dm::probe::startup(&addr, timeout).await.is_ok()
             } else {
                 reachable(&addr, timeout).await
@@ -328,7 +328,7 @@ async fn profile(query: Option<&str>, format: Format) -> Response<Full<Bytes>> {
             "sidepool: a profile is already being taken; retry when it is done\n",
         ),
         Err(e) => {
-            let msg = crate::pg::errors::chain(&e);
+            let msg = crate::error::chain(&e);
             debug!(error = %msg, "profile failed");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,41 +1,32 @@
-//! The admin console (DESIGN §7): a client that logs in to any PostgreSQL listener with database
-//! name `sidepool` gets a PgBouncer-style console instead of a server connection.
+//! The admin console (docs/design.md §7): a client that logs in to any PostgreSQL listener with
+//! database name `sidepool` gets a PgBouncer-style console instead of a server connection.
 //!
-//! It speaks the simple query protocol only (what psql and PgBouncer's console users send) and
-//! answers every command itself: `SHOW POOLS|CLIENTS|SERVERS|STATS|LEAKS|CONFIG|HELP`, `RELOAD`,
-//! `PAUSE [pool]`, `RESUME [pool]`, `KILL <client id | pool>`. Results are text rows that psql
-//! renders as tables. Logging in takes the same credentials as the pool's listener; see
-//! docs/decisions.md for why there is no separate admin user list.
+//! This module is the protocol-blind part: the [`Hub`] every pool and the reload task share, and
+//! [`execute`], which answers every command: `SHOW POOLS|CLIENTS|SERVERS|STATS|LEAKS|CONFIG|HELP`,
+//! `RELOAD`, `PAUSE [pool]`, `RESUME [pool]`, `KILL <client id | pool>`. Results are text rows
+//! ([`Reply`]) that psql renders as tables. The PostgreSQL wire side (simple query protocol
+//! only, what psql and PgBouncer's console users send) is `pg::console`. Logging in takes the
+//! same credentials as the pool's listener; see docs/decisions.md for why there is no separate
+//! admin user list.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use parking_lot::RwLock;
 use sidepool_config::Config;
-use sidepool_protocol::pg::backend::{self as be, ColumnType, Severity};
-use sidepool_protocol::pg::frontend::{self, tag as fe};
-use sidepool_protocol::pg::{TransactionStatus, frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sidepool_protocol::pg::backend::ColumnType;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::info;
 
-use crate::error::SessionError;
+use crate::error::ReloadError;
 use crate::leaks::suspects;
-use crate::pg::PgService;
-use crate::pg::client::{Login, login_reply};
-use crate::pg::errors::error;
+use crate::service::BackendView;
 use crate::service::Service;
 use crate::telemetry::saturation;
-use crate::tls::Stream;
 
 /// The database name that selects the console.
 pub const DATABASE: &str = "sidepool";
-
-/// Longest console query accepted.
-const MAX_QUERY_LEN: usize = 64 * 1024;
 
 /// How long `PAUSE` waits for checked-out connections to come back before it answers.
 const PAUSE_WAIT: Duration = Duration::from_secs(30);
@@ -46,11 +37,9 @@ const SYNTAX_ERROR: &str = "42601";
 const UNDEFINED_OBJECT: &str = "42704";
 /// SQLSTATE for a failed reload or pause (`object_not_in_prerequisite_state`).
 const NOT_IN_PREREQUISITE_STATE: &str = "55000";
-/// SQLSTATE for extended-protocol messages (`feature_not_supported`).
-const FEATURE_NOT_SUPPORTED: &str = "0A000";
 
 /// A reload request to the server: the reply says what changed, or why nothing did.
-pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+pub type ReloadRequest = oneshot::Sender<Result<String, ReloadError>>;
 
 /// What the console (and reload) share across every pool of the process.
 #[derive(Debug)]
@@ -94,13 +83,15 @@ impl Hub {
     }
 
     /// Asks the server to reload its config file and waits for the outcome.
-    pub async fn reload(&self) -> Result<String, String> {
+    ///
+    /// # Errors
+    /// Why nothing was applied ([`ReloadError`]); the running config stays in force.
+    pub async fn reload(&self) -> Result<String, ReloadError> {
         let (tx, rx) = oneshot::channel();
         if self.reload.send(tx).await.is_err() {
-            return Err("sidepool is shutting down".into());
+            return Err(ReloadError::ShuttingDown);
         }
-        rx.await
-            .unwrap_or_else(|_| Err("the reload was abandoned (shutting down)".into()))
+        rx.await.unwrap_or(Err(ReloadError::Abandoned))
     }
 
     /// Pools named `name`, or all of them for `None`; an error names a missing pool.
@@ -133,112 +124,6 @@ pub enum Reply {
     Done { tag: String, notice: Option<String> },
     /// An error with its SQLSTATE.
     Error { code: &'static str, message: String },
-}
-
-/// Serves a console session after authentication until the client leaves.
-pub async fn run(
-    svc: &PgService,
-    mut stream: Stream,
-    mut buf: BytesMut,
-    login: Login,
-) -> Result<(), SessionError> {
-    let Some(hub) = svc.hub.upgrade() else {
-        return Ok(());
-    };
-    info!(pool = %svc.name, client.addr = %login.info.addr, user = %login.info.user, "console session opened");
-    let params: Vec<(String, String)> = [
-        ("server_version", "15.0 (sidepool console)"),
-        ("server_encoding", "UTF8"),
-        ("client_encoding", "UTF8"),
-        ("DateStyle", "ISO, MDY"),
-        ("integer_datetimes", "on"),
-        ("standard_conforming_strings", "on"),
-        ("application_name", login.info.application_name.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    stream
-        .write_all(&login_reply(&params, 0, 0))
-        .await
-        .map_err(SessionError::ClientIo)?;
-    // After an extended-protocol message the rest up to Sync is skipped, as a server would.
-    let mut skipping = false;
-    loop {
-        let Some(msg) = read_message(&mut stream, &mut buf).await? else {
-            return Ok(());
-        };
-        let mut out = BytesMut::new();
-        match msg[0] {
-            fe::TERMINATE => return Ok(()),
-            fe::QUERY => {
-                let sql = frontend::statement_text(&msg).unwrap_or_default();
-                let reply = execute(&hub, sql.trim()).await;
-                info!(command = %sql.trim(), ok = !matches!(reply, Reply::Error { .. }), "console command");
-                encode(&reply, &mut out);
-                out.extend_from_slice(&be::ready_for_query(TransactionStatus::Idle));
-            }
-            fe::SYNC => {
-                skipping = false;
-                out.extend_from_slice(&be::ready_for_query(TransactionStatus::Idle));
-            }
-            _ if skipping => {}
-            _ => {
-                skipping = true;
-                let reply = Reply::Error {
-                    code: FEATURE_NOT_SUPPORTED,
-                    message: "sidepool: the console accepts simple queries only (use psql)".into(),
-                };
-                encode(&reply, &mut out);
-            }
-        }
-        stream
-            .write_all(&out)
-            .await
-            .map_err(SessionError::ClientIo)?;
-    }
-}
-
-async fn read_message(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-) -> Result<Option<Bytes>, SessionError> {
-    loop {
-        if let Some(h) = frame::check(buf, MAX_QUERY_LEN).map_err(SessionError::ClientProtocol)? {
-            return Ok(Some(buf.split_to(h.total_len).freeze()));
-        }
-        if stream.read_buf(buf).await.map_err(SessionError::ClientIo)? == 0 {
-            return Ok(None);
-        }
-    }
-}
-
-fn encode(reply: &Reply, out: &mut BytesMut) {
-    match reply {
-        Reply::Rows { columns, rows, tag } => {
-            out.extend_from_slice(&be::row_description(columns));
-            for row in rows {
-                let values: Vec<Option<&str>> = row.iter().map(Option::as_deref).collect();
-                out.extend_from_slice(&be::data_row(&values));
-            }
-            out.extend_from_slice(&be::command_complete(tag));
-        }
-        Reply::Done { tag, notice } => {
-            if let Some(n) = notice {
-                out.extend_from_slice(&be::notice_response(&be::ErrorFields {
-                    severity: Severity::Notice,
-                    code: "00000",
-                    message: n,
-                    detail: None,
-                    hint: None,
-                }));
-            }
-            out.extend_from_slice(&be::command_complete(tag));
-        }
-        Reply::Error { code, message } => {
-            out.extend_from_slice(&error(Severity::Error, code, message, None));
-        }
-    }
 }
 
 const HELP: &str = "SHOW POOLS | CLIENTS | SERVERS | STATS | LEAKS | CONFIG | HELP; RELOAD; \
@@ -453,12 +338,7 @@ fn show_servers(hub: &Hub) -> Reply {
 }
 
 /// `SHOW SERVERS` rows of one backend: its checked-out connections, then one for the idle ones.
-fn server_rows(
-    data: &mut Vec<Vec<Option<String>>>,
-    pool: &str,
-    b: &crate::service::BackendView<'_>,
-    now: Instant,
-) {
+fn server_rows(data: &mut Vec<Vec<Option<String>>>, pool: &str, b: &BackendView<'_>, now: Instant) {
     {
         for h in b.backend.holders() {
             data.push(vec![

@@ -13,57 +13,24 @@
 
 pub mod probe;
 pub mod relay;
+pub mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sidepool_config::PoolConfig;
-use sidepool_pool::{Connector, Pool};
 use sidepool_protocol::dm::FrameRules;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::error::{BackendError, SessionError};
+use crate::context::Context;
+use crate::error::{BackendError, SessionError, StartError};
 use crate::lifecycle::{self, ClientSide, Reset, ServerSide, SyncError};
-use crate::server::{Context, StartError};
 use crate::service::{PoolCore, Service};
 use crate::session::ClientInfo;
 use crate::telemetry::Role;
 
-/// Opens plain TCP connections to the DM server; the client logs itself in through them.
-#[derive(Debug, Clone)]
-pub struct DmConnector {
-    /// `host:port` of the server.
-    pub addr: String,
-}
-
-impl Connector for DmConnector {
-    type Conn = TcpStream;
-    /// One key: sidepool cannot read the user from an (often encrypted) LOGIN body, and a
-    /// server session is never reused, so keys would not change which connection a client gets.
-    type Key = ();
-    type Error = std::io::Error;
-
-    async fn connect(&self, _key: &()) -> std::io::Result<TcpStream> {
-        let stream = TcpStream::connect(&self.addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    }
-}
-
-/// The pool type of a DM backend.
-pub type DmPool = Pool<DmConnector, Arc<ClientInfo>>;
-
-/// Everything a DM client session of one pool needs.
-#[derive(Debug)]
-pub struct DmService {
-    /// Name, counters and metrics shared with admin, leaks and console.
-    pub core: PoolCore,
-    /// The primary's pool.
-    pub primary: DmPool,
-    /// How message headers are checked (body cap).
-    pub rules: FrameRules,
-}
+pub use self::service::{DmConnector, DmPool, DmService};
 
 impl std::ops::Deref for DmService {
     type Target = PoolCore;

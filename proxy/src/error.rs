@@ -1,21 +1,20 @@
-//! Errors of the proxy, each knowing its kind and which side is at fault.
+//! Errors of the proxy: of sessions and server connections, each knowing its kind and which side
+//! is at fault; of starting ([`StartError`]) and reloading ([`ReloadError`]); and [`chain`], how
+//! any error is shown on one line (logs, client errors, reload problems).
+
+pub mod side;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use bytes::Bytes;
+use sidepool_config::ConfigErrors;
 use sidepool_protocol::ProtocolError;
 use sidepool_protocol::pg::auth::AuthError;
 use sidepool_protocol::pg::backend::{ServerError, parse_error};
 use thiserror::Error;
 
-/// Who caused an error: decides what is logged at which level and whether a retry makes sense.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The application (bad bytes, wrong password, vanished mid-transaction).
-    Client,
-    /// The database server (unreachable, refused, crashed).
-    Server,
-    /// sidepool itself (limits, configuration).
-    Proxy,
-}
+pub use self::side::Side;
 
 /// Failure to open, authenticate or use a server connection.
 #[derive(Debug, Error)]
@@ -51,7 +50,7 @@ pub enum BackendError {
     NoPassword { user: String },
     /// TLS to the server failed or was refused.
     #[error("TLS with the backend failed")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::tls::error::TlsError),
     /// The server wants an auth method sidepool cannot answer.
     #[error("backend asks for an unsupported authentication method ({what})")]
     UnsupportedAuth { what: String },
@@ -125,7 +124,7 @@ pub enum SessionError {
     Backend(#[from] BackendError),
     /// The TLS handshake with the client failed.
     #[error("TLS with the client failed")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::tls::error::TlsError),
     /// The client did not finish logging in in time.
     #[error("client did not finish logging in within {0:?}")]
     LoginTimeout(std::time::Duration),
@@ -143,6 +142,69 @@ impl SessionError {
     }
 }
 
+/// Why sidepool could not start serving.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("pool \"{pool}\": cannot listen on {addr}")]
+    Bind {
+        pool: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin HTTP listener (`[admin] listen`) could not be bound.
+    #[error("cannot listen on {addr} for the admin HTTP listener ([admin] listen)")]
+    AdminBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS files could not be loaded.
+    #[error("pool \"{pool}\": TLS set-up failed")]
+    Tls {
+        pool: String,
+        #[source]
+        source: Box<crate::tls::error::TlsError>,
+    },
+}
+
+impl StartError {
+    /// The error for TLS files of pool `pool` that do not load.
+    pub fn tls(pool: &str, source: crate::tls::error::TlsError) -> Self {
+        StartError::Tls {
+            pool: pool.to_owned(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Why a reload applied nothing; the running config stays in force. `Display` is the text the
+/// console's `RELOAD` and the logs show.
+#[derive(Debug, Error)]
+pub enum ReloadError {
+    /// The server was started from a `Config` value, not a file, so there is nothing to re-read.
+    #[error("sidepool was not started from a config file")]
+    NoConfigFile,
+    /// The file does not load; every problem is listed, one per line.
+    #[error("{} has {} problem(s):\n{source}", .path.display(), .source.problems.len())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ConfigErrors,
+    },
+    /// Pools that were to be added or rebuilt could not be (a listener that does not bind, TLS
+    /// files that do not load); each is shown with its causes, separated by "; ".
+    #[error("{}", .0.iter().map(|e| chain(e)).collect::<Vec<_>>().join("; "))]
+    Pools(Vec<StartError>),
+    /// The server is shutting down and takes no more reload requests.
+    #[error("sidepool is shutting down")]
+    ShuttingDown,
+    /// The server stopped while the reload was waiting for it.
+    #[error("the reload was abandoned (shutting down)")]
+    Abandoned,
+}
+
 /// An error and its causes on one line, each cause left out when the text so far already
 /// shows it (an error's Display often repeats its source: "cannot reach backend …: {source}").
 pub fn chain(e: &dyn std::error::Error) -> String {
@@ -157,4 +219,42 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_errors_read_as_the_strings_they_replace() {
+        assert_eq!(
+            ReloadError::NoConfigFile.to_string(),
+            "sidepool was not started from a config file"
+        );
+        let bind = |port| StartError::Bind {
+            pool: format!("p{port}"),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "in use"),
+        };
+        assert_eq!(
+            ReloadError::Pools(vec![bind(1), bind(2)]).to_string(),
+            "pool \"p1\": cannot listen on 127.0.0.1:1: in use; \
+             pool \"p2\": cannot listen on 127.0.0.1:2: in use"
+        );
+    }
+
+    #[test]
+    fn chain_names_each_cause_once() {
+        let e = BackendError::Io {
+            addr: "127.0.0.1:1".into(),
+            source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        };
+        assert_eq!(chain(&e), "cannot reach backend 127.0.0.1:1: refused");
+        let wrapped = std::io::Error::other(e);
+        assert_eq!(
+            chain(&wrapped),
+            "cannot reach backend 127.0.0.1:1: refused",
+            "a wrapper whose text is its source's adds nothing"
+        );
+    }
 }

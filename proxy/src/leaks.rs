@@ -1,6 +1,7 @@
-//! Leak detection (DESIGN §5): a checkout is a suspected leak when its server connection has
-//! been held for at least `threshold` while neither the client nor the server has done anything
-//! for at least that long (idle in transaction, or an idle pinned/session connection).
+//! Leak detection (docs/design.md §5): a checkout is a suspected leak when its server connection
+//! has been held for at least `threshold` while neither the client nor the server has done
+//! anything for at least that long (idle in transaction, or an idle pinned/session connection).
+//! Its settings are [`crate::settings::LeakSettings`].
 //!
 //! One watcher task per pool reads the pool's checkout table (the owner of each checkout is the
 //! client's [`ClientInfo`]), warns once per leak naming the culprit, keeps the counter and gauge,
@@ -16,17 +17,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::service::{Holder, Service};
+use crate::backend::Holder;
+use crate::service::Service;
 use crate::session::ClientInfo;
-
-/// What counts as a leak and what to do about it (from `[pools.leaks]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeakSettings {
-    /// Held and idle this long: a suspected leak.
-    pub threshold: Duration,
-    /// End the session when idle this long (`action = "terminate"`); `None` = only warn.
-    pub terminate_after: Option<Duration>,
-}
 
 /// How often the watcher looks: a quarter of the threshold, between 100 ms and 1 s.
 pub fn tick(threshold: Duration) -> Duration {

@@ -1,116 +1,42 @@
 //! PostgreSQL pools: one listener per `[[pools]]` entry with `protocol = "postgres"`.
 //!
-//! Stages (DESIGN §2): [`client`] logs the application in (startup, TLS refusal, auth against
-//! `[[pools.users]]`), [`relay`] checks a server connection out of the pool at the first message
-//! of a transaction (or of the session) and forwards bytes until the server is idle again,
-//! [`backend`] opens and logs in server connections, [`cancel`] routes CancelRequests.
+//! Stages (docs/design.md §2): [`client`] logs the application in (startup, TLS as
+//! `[pools.tls] client_mode` says, auth against `[[pools.users]]`), [`relay`] checks a server
+//! connection out of the pool at the first message of a transaction (or of the session) and
+//! forwards bytes until the server is idle again, [`backend`] opens and logs in server
+//! connections, [`cancel`] routes CancelRequests, [`console`] serves the admin console's wire
+//! side. [`service()`] builds a pool's [`PgService`] from its config.
 
 pub mod attach;
 pub mod backend;
 pub mod cancel;
 pub mod client;
+pub mod console;
 pub mod effects;
 pub mod errors;
 pub mod health;
+pub mod login;
 pub mod relay;
 pub mod replay;
+pub mod service;
 pub mod statements;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use sidepool_config::ClientAuth;
-use sidepool_pool::Pool;
+use sidepool_config::PoolConfig;
 use sidepool_protocol::pg::auth::ScramSecret;
 
-use self::backend::PgConnector;
+use self::backend::{ConnKey, PgConnector};
 use self::cancel::CancelRegistry;
-use crate::service::PoolCore;
-use crate::session::ClientInfo;
-
-/// The pool type of a PostgreSQL backend.
-pub type PgPool = Pool<PgConnector, Arc<ClientInfo>>;
-
-/// Parameters a server reports at login, in the order it sent them.
-pub type LoginParams = Arc<Vec<(String, String)>>;
-
-/// A configured user: the password sidepool checks clients against and logs in to servers with.
-/// `Debug` shows neither the password nor the SCRAM keys.
-pub struct PgUser {
-    /// The cleartext password (md5 and server logins need it).
-    pub password: String,
-    /// Its SCRAM verifier, computed once (4096 PBKDF2 rounds are too slow per login).
-    pub scram: ScramSecret,
-}
-
-impl std::fmt::Debug for PgUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgUser")
-            .field("password", &"<redacted>")
-            .field("scram", &self.scram)
-            .finish()
-    }
-}
-
-/// Everything a PostgreSQL client session of one pool needs. The protocol-neutral part (name,
-/// counters, metrics) is its [`PoolCore`], reachable through `Deref`.
-#[derive(Debug)]
-pub struct PgService {
-    /// Name, mode, counters and metrics shared with admin, leaks and console.
-    pub core: PoolCore,
-    /// How clients authenticate.
-    pub client_auth: ClientAuth,
-    /// Known users.
-    pub users: HashMap<String, PgUser>,
-    /// Key for the stand-in SCRAM secrets of unknown users, so they fail like a wrong password
-    /// after the same exchange (no user enumeration); picked at random at start.
-    pub mock_key: [u8; 32],
-    /// The primary's pool.
-    pub primary: PgPool,
-    /// One pool per replica, at the indexes of `core.replicas`.
-    pub replicas: Vec<PgPool>,
-    /// The key replica checks log in with: the last client login's (see [`health::PgProbe`]).
-    pub check_key: Arc<parking_lot::Mutex<backend::ConnKey>>,
-    /// Session keys for CancelRequest routing.
-    pub cancels: Arc<CancelRegistry>,
-    /// The console hub, for clients that log in to database `sidepool`.
-    pub hub: std::sync::Weak<crate::console::Hub>,
-    /// Parameters the server reports at login, per key, so that logins in transaction mode need
-    /// no server connection once a key has been seen.
-    pub login_params: parking_lot::Mutex<HashMap<backend::ConnKey, LoginParams>>,
-    /// TLS offered to clients (`[pools.tls] client_mode`).
-    pub client_tls: crate::tls::ClientTls,
-    /// Server-side names of prepared statements, by content (transaction mode).
-    pub statement_names: statements::StatementNames,
-    /// Named statements kept prepared per server connection before the least recently used
-    /// is closed.
-    pub prepared_per_connection: usize,
-    /// Clients' startup settings by content, so clients that sent the same (most send the
-    /// same few) share one copy; see [`PgService::shared_settings`].
-    pub startup_settings: parking_lot::Mutex<HashSet<Arc<BTreeMap<String, String>>>>,
-}
-
-/// Distinct startup settings [`PgService::shared_settings`] keeps; others are not shared.
-const SHARED_SETTINGS: usize = 1024;
-
-impl PgService {
-    /// `settings` as a shared copy: the one already kept when another client sent the same,
-    /// else a new one, kept for later clients while fewer than [`SHARED_SETTINGS`] are.
-    pub fn shared_settings(
-        &self,
-        settings: BTreeMap<String, String>,
-    ) -> Arc<BTreeMap<String, String>> {
-        let mut seen = self.startup_settings.lock();
-        if let Some(shared) = seen.get(&settings) {
-            return shared.clone();
-        }
-        let shared = Arc::new(settings);
-        if seen.len() < SHARED_SETTINGS {
-            seen.insert(shared.clone());
-        }
-        shared
-    }
-}
+pub use self::service::{LoginParams, PgPool, PgService, PgUser};
+use crate::context::Context;
+use crate::error::StartError;
+use crate::route::Replica;
+use crate::service::{PoolCore, Service};
+use crate::settings::pool_settings;
+use crate::telemetry::Role;
+use crate::tls::{ClientTls, ServerTls};
 
 impl std::ops::Deref for PgService {
     type Target = PoolCore;
@@ -120,27 +46,110 @@ impl std::ops::Deref for PgService {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tls::ServerTls;
-
-    #[test]
-    fn debug_output_of_users_and_connectors_hides_passwords() {
-        let user = PgUser {
-            password: "hunter2-user".to_owned(),
-            scram: ScramSecret::from_password_with("hunter2-user", b"salt", 1),
+/// The session stage of a `protocol = "postgres"` pool: its pools (primary and replicas), the
+/// replicas' health checks, and the users clients log in as. `cancels` is the process's
+/// CancelRequest routing, shared by every PostgreSQL pool.
+///
+/// # Errors
+/// [`StartError::Tls`] when `[pools.tls]` files do not load.
+pub fn service(
+    p: &PoolConfig,
+    ctx: &Context,
+    cancels: &Arc<CancelRegistry>,
+) -> Result<Arc<dyn Service>, StartError> {
+    let tls_error = |source| StartError::tls(&p.name, source);
+    let client_tls = ClientTls::from_config(p.tls.as_ref()).map_err(tls_error)?;
+    let server_tls = ServerTls::from_config(p.tls.as_ref(), &p.primary.host).map_err(tls_error)?;
+    let users: HashMap<String, PgUser> = p
+        .users
+        .iter()
+        .map(|u| {
+            let password = u.password.expose().to_owned();
+            let scram = ScramSecret::from_password(&password);
+            (u.name.clone(), PgUser { password, scram })
+        })
+        .collect();
+    let passwords: BTreeMap<String, String> = users
+        .iter()
+        .map(|(k, u)| (k.clone(), u.password.clone()))
+        .collect();
+    let connector = PgConnector {
+        addr: p.primary.to_string(),
+        passwords: passwords.clone(),
+        tls: server_tls,
+    };
+    let metrics = Arc::new(ctx.telemetry.pool_metrics(
+        &p.name,
+        &p.primary.to_string(),
+        Role::Primary,
+    ));
+    let primary = PgPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
+    let mut core = PoolCore::new(p, Arc::new(primary.clone()), metrics);
+    let replicas = replica_pools(p, ctx, &passwords, &mut core)?;
+    // Replica checks log in as the first configured user to `postgres` until a client logs in.
+    let first_user = p.users.first().map_or("postgres", |u| u.name.as_str());
+    let check_key = Arc::new(parking_lot::Mutex::new(ConnKey {
+        user: first_user.into(),
+        database: "postgres".into(),
+    }));
+    for (replica, pool) in core.replicas.iter().zip(&replicas) {
+        let probe = health::PgProbe {
+            pool: pool.clone(),
+            key: check_key.clone(),
+            pool_name: core.name.clone(),
         };
-        let connector = PgConnector {
-            addr: "db:5432".to_owned(),
-            passwords: [("app".to_owned(), "hunter2-conn".to_owned())].into(),
-            tls: ServerTls::from_config(None, "db").unwrap(),
-        };
-        let shown = format!("{user:?} {connector:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(
-            shown.contains("app") && shown.contains("db:5432"),
-            "{shown}"
-        );
+        core.checks.lock().spawn(crate::route::health::run(
+            core.name.clone(),
+            replica.clone(),
+            core.routing.clone(),
+            probe,
+        ));
     }
+    Ok(Arc::new(PgService {
+        core,
+        client_tls,
+        client_auth: p.client_auth,
+        mock_key: rand::random(),
+        users,
+        primary,
+        replicas,
+        check_key,
+        cancels: cancels.clone(),
+        hub: ctx.hub.clone(),
+        login_params: Default::default(),
+        statement_names: Default::default(),
+        startup_settings: Default::default(),
+        prepared_per_connection: p.limits.prepared_statements_per_connection as usize,
+    }))
+}
+
+/// One pool per configured replica, each also listed in `core.replicas` at the same index.
+fn replica_pools(
+    p: &PoolConfig,
+    ctx: &Context,
+    passwords: &BTreeMap<String, String>,
+    core: &mut PoolCore,
+) -> Result<Vec<PgPool>, StartError> {
+    let mut replicas = Vec::new();
+    for addr in &p.replicas {
+        let connector = PgConnector {
+            addr: addr.to_string(),
+            passwords: passwords.clone(),
+            tls: ServerTls::from_config(p.tls.as_ref(), &addr.host)
+                .map_err(|source| StartError::tls(&p.name, source))?,
+        };
+        let metrics = Arc::new(ctx.telemetry.pool_metrics(
+            &p.name,
+            &addr.to_string(),
+            Role::Replica,
+        ));
+        let pool = PgPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
+        core.replicas.push(Arc::new(Replica::new(
+            addr.to_string(),
+            Arc::new(pool.clone()),
+            metrics,
+        )));
+        replicas.push(pool);
+    }
+    Ok(replicas)
 }

@@ -1,4 +1,4 @@
-//! The route stage (DESIGN §2, §6): where a transaction or autocommit statement runs, the
+//! The route stage (docs/design.md §2, §6): where a transaction or autocommit statement runs, the
 //! primary or one of the pool's replicas.
 //!
 //! Protocol-blind: the sessions classify their statements with
@@ -24,7 +24,7 @@ use sidepool_config::{PoolConfig, Protocol};
 use sidepool_protocol::sql::{Classified, Route, StatementKind, WriteFunctions};
 use tokio::time::Instant;
 
-use crate::service::Backend;
+use crate::backend::Backend;
 use crate::telemetry::PoolMetrics;
 
 /// `[pools.routing]` as the sessions use it.
@@ -309,7 +309,7 @@ pub fn wanted(c: &Classified) -> Route {
     }
 }
 
-/// One client's read-your-writes window (DESIGN §6): after it writes, its reads go to the
+/// One client's read-your-writes window (docs/design.md §6): after it writes, its reads go to the
 /// primary for `read_your_writes`, measured from when the write's transaction ended.
 #[derive(Debug, Default, Clone)]
 pub struct ReadYourWrites {

@@ -9,14 +9,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::RwLock;
 use sidepool_config::{Config, ConfigDiff, PoolConfig, PoolField, Protocol};
-use sidepool_protocol::pg::auth::ScramSecret;
-use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -24,14 +22,12 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminPool, AdminState};
 use crate::console::{Hub, ReloadRequest};
-use crate::pg::backend::PgConnector;
+use crate::context::Context;
+use crate::error::{ReloadError, StartError};
 use crate::pg::cancel::CancelRegistry;
-use crate::pg::{PgPool, PgService, PgUser};
-use crate::route::Replica;
-use crate::service::{PoolCore, Service};
-use crate::settings::{leak_settings, pool_settings};
-use crate::telemetry::{Role, Telemetry};
-use crate::tls::{ClientTls, ServerTls};
+use crate::service::Service;
+use crate::settings::{LeakSettings, pool_settings};
+use crate::telemetry::Telemetry;
 
 /// How often the config file is looked at for changes.
 pub const CONFIG_POLL: Duration = Duration::from_secs(1);
@@ -39,43 +35,8 @@ pub const CONFIG_POLL: Duration = Duration::from_secs(1);
 /// After `shutdown.timeout`, how long sessions still get to roll back before the pools close.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// Why sidepool could not start serving.
-#[derive(Debug, Error)]
-pub enum StartError {
-    /// A listener address could not be bound.
-    #[error("pool \"{pool}\": cannot listen on {addr}")]
-    Bind {
-        pool: String,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The admin HTTP listener (`[admin] listen`) could not be bound.
-    #[error("cannot listen on {addr} for the admin HTTP listener ([admin] listen)")]
-    AdminBind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    /// TLS files could not be loaded.
-    #[error("pool \"{pool}\": TLS set-up failed")]
-    Tls {
-        pool: String,
-        #[source]
-        source: Box<crate::tls::TlsError>,
-    },
-}
-
-/// What building a pool's service needs besides its config.
-#[derive(Debug, Clone)]
-pub struct Context {
-    /// The metrics registry.
-    pub telemetry: Arc<Telemetry>,
-    /// PostgreSQL cancel-key routing, shared by every PostgreSQL pool.
-    pub cancels: Arc<CancelRegistry>,
-    /// The console hub (weak: the hub lists the services).
-    pub hub: Weak<Hub>,
-}
+/// Services built for a reload, by pool name, with a listener for those whose address moved.
+type Fresh = HashMap<String, (Arc<dyn Service>, Option<TcpListener>)>;
 
 /// One pool being served.
 #[derive(Debug)]
@@ -101,6 +62,8 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     ctx: Context,
+    /// PostgreSQL cancel-key routing, shared by every PostgreSQL pool and kept across reloads.
+    cancels: Arc<CancelRegistry>,
     hub: Arc<Hub>,
     admin: Arc<AdminState>,
     state: tokio::sync::Mutex<State>,
@@ -143,18 +106,19 @@ impl Server {
         let hub = Arc::new(Hub::new(config.clone(), reload_tx));
         let ctx = Context {
             telemetry: telemetry.clone(),
-            cancels: Arc::new(CancelRegistry::default()),
             hub: Arc::downgrade(&hub),
         };
+        let cancels = Arc::new(CancelRegistry::default());
         let draining = Arc::new(AtomicBool::new(false));
         let mut pools = Vec::new();
         for (p, listener) in bound {
-            let service = new_service(p, &ctx)?;
+            let service = new_service(p, &ctx, &cancels)?;
             pools.push(run_pool(p, service, listener));
         }
         let admin = Arc::new(AdminState::new(telemetry.clone(), draining.clone()));
         let shared = Arc::new(Shared {
             ctx,
+            cancels,
             hub,
             admin: admin.clone(),
             state: tokio::sync::Mutex::new(State {
@@ -243,7 +207,7 @@ impl Server {
     /// # Errors
     /// Why nothing was applied: the file has problems (all listed), or a listener could not be
     /// bound. The running config stays in force either way.
-    pub async fn reload(&self) -> Result<String, String> {
+    pub async fn reload(&self) -> Result<String, ReloadError> {
         self.shared.reload_file().await
     }
 
@@ -251,7 +215,7 @@ impl Server {
     ///
     /// # Errors
     /// As [`Server::reload`].
-    pub async fn apply(&self, new: Config) -> Result<String, String> {
+    pub async fn apply(&self, new: Config) -> Result<String, ReloadError> {
         self.shared.apply(new).await
     }
 
@@ -354,10 +318,10 @@ impl Shared {
             .collect();
     }
 
-    async fn reload_file(&self) -> Result<String, String> {
+    async fn reload_file(&self) -> Result<String, ReloadError> {
         let path = self.state.lock().await.config.source.clone();
         let Some(path) = path else {
-            return Err("sidepool was not started from a config file".into());
+            return Err(ReloadError::NoConfigFile);
         };
         match sidepool_config::load(&path) {
             Ok(new) => {
@@ -366,18 +330,16 @@ impl Shared {
             }
             Err(errors) => {
                 self.ctx.telemetry.config_reloaded(false);
-                let msg = format!(
-                    "{} has {} problem(s):\n{errors}",
-                    path.display(),
-                    errors.problems.len()
-                );
                 error!(problems = %errors, file = %path.display(), "config reload failed; the running config stays");
-                Err(msg)
+                Err(ReloadError::Invalid {
+                    path,
+                    source: errors,
+                })
             }
         }
     }
 
-    async fn apply(&self, new: Config) -> Result<String, String> {
+    async fn apply(&self, new: Config) -> Result<String, ReloadError> {
         let result = self.apply_inner(new).await;
         self.ctx.telemetry.config_reloaded(result.is_ok());
         match &result {
@@ -387,7 +349,7 @@ impl Shared {
         result
     }
 
-    async fn apply_inner(&self, new: Config) -> Result<String, String> {
+    async fn apply_inner(&self, new: Config) -> Result<String, ReloadError> {
         let mut state = self.state.lock().await;
         let d: ConfigDiff = sidepool_config::diff(&state.config, &new);
         if d.is_empty() {
@@ -403,47 +365,7 @@ impl Shared {
             notes.push("[admin] and [log] changes take effect at the next restart".to_owned());
         }
         // Phase 1: everything that can fail, before anything changes.
-        let rebuilt: Vec<&str> = d
-            .pools_changed
-            .iter()
-            .filter(|c| c.needs_rebuild())
-            .map(|c| c.name.as_str())
-            .collect();
-        let mut fresh: HashMap<String, (Arc<dyn Service>, Option<TcpListener>)> = HashMap::new();
-        let mut problems = Vec::new();
-        for name in d
-            .pools_added
-            .iter()
-            .map(String::as_str)
-            .chain(rebuilt.iter().copied())
-        {
-            let Some(p) = new.pool(name) else { continue };
-            let moves = state
-                .pools
-                .iter()
-                .find(|r| r.config.name == name)
-                .is_none_or(|r| r.config.listen != p.listen);
-            let listener = if moves {
-                match bind(p).await {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        problems.push(crate::pg::errors::chain(&e));
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            match new_service(p, &self.ctx) {
-                Ok(s) => {
-                    fresh.insert(name.to_owned(), (s, listener));
-                }
-                Err(e) => problems.push(crate::pg::errors::chain(&e)),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(problems.join("; "));
-        }
+        let mut fresh = self.prepare(&state, &d, &new).await?;
         // Phase 2: apply.
         let mut old_pools = std::mem::take(&mut state.pools);
         let mut pools = Vec::new();
@@ -504,6 +426,58 @@ impl Shared {
         self.publish(&state);
         Ok(notes.join("; "))
     }
+
+    /// The services of the pools `d` adds or rebuilds, each with its listener when its address
+    /// moves (else the running one is kept): all of them or, if any fails, every failure.
+    async fn prepare(
+        &self,
+        state: &State,
+        d: &ConfigDiff,
+        new: &Config,
+    ) -> Result<Fresh, ReloadError> {
+        let rebuilt: Vec<&str> = d
+            .pools_changed
+            .iter()
+            .filter(|c| c.needs_rebuild())
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut fresh = Fresh::new();
+        let mut problems = Vec::new();
+        for name in d
+            .pools_added
+            .iter()
+            .map(String::as_str)
+            .chain(rebuilt.iter().copied())
+        {
+            let Some(p) = new.pool(name) else { continue };
+            let moves = state
+                .pools
+                .iter()
+                .find(|r| r.config.name == name)
+                .is_none_or(|r| r.config.listen != p.listen);
+            let listener = if moves {
+                match bind(p).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        problems.push(e);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            match new_service(p, &self.ctx, &self.cancels) {
+                Ok(s) => {
+                    fresh.insert(name.to_owned(), (s, listener));
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ReloadError::Pools(problems));
+        }
+        Ok(fresh)
+    }
 }
 
 fn fields(fields: &[PoolField]) -> String {
@@ -524,7 +498,7 @@ fn apply_live(running: &Running, p: &PoolConfig, changed: &[PoolField]) {
         crate::route::reconfigure(&core.routing, &core.replicas, p);
     }
     if changed.contains(&PoolField::Leaks) {
-        core.leaks.send_replace(leak_settings(&p.leaks));
+        core.leaks.send_replace(LeakSettings::from_config(&p.leaks));
     }
 }
 
@@ -635,16 +609,15 @@ async fn watch_file(
     }
 }
 
-/// The session stage of `p`'s protocol.
-fn new_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartError> {
+/// The session stage of `p`'s protocol, built by the protocol's module.
+fn new_service(
+    p: &PoolConfig,
+    ctx: &Context,
+    cancels: &Arc<CancelRegistry>,
+) -> Result<Arc<dyn Service>, StartError> {
     match p.protocol {
-        Protocol::Postgres => pg_service(p, ctx),
-        Protocol::Mysql | Protocol::Tidb => crate::mysql::MyService::new(p, &ctx.telemetry)
-            .map(|svc| Arc::new(svc) as Arc<dyn Service>)
-            .map_err(|source| StartError::Tls {
-                pool: p.name.clone(),
-                source: Box::new(source),
-            }),
+        Protocol::Postgres => crate::pg::service(p, ctx, cancels),
+        Protocol::Mysql | Protocol::Tidb => crate::mysql::service(p, ctx),
         Protocol::Dameng => crate::dm::service(p, ctx),
     }
 }
@@ -658,95 +631,6 @@ async fn metrics_upkeep(telemetry: Arc<Telemetry>, mut stop: watch::Receiver<boo
             _ = stop.changed() => return,
         }
     }
-}
-
-fn pg_service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartError> {
-    let tls_error = |source| StartError::Tls {
-        pool: p.name.clone(),
-        source: Box::new(source),
-    };
-    let client_tls = ClientTls::from_config(p.tls.as_ref()).map_err(tls_error)?;
-    let server_tls = ServerTls::from_config(p.tls.as_ref(), &p.primary.host).map_err(tls_error)?;
-    let users: HashMap<String, PgUser> = p
-        .users
-        .iter()
-        .map(|u| {
-            let password = u.password.expose().to_owned();
-            let scram = ScramSecret::from_password(&password);
-            (u.name.clone(), PgUser { password, scram })
-        })
-        .collect();
-    let passwords: std::collections::BTreeMap<String, String> = users
-        .iter()
-        .map(|(k, u)| (k.clone(), u.password.clone()))
-        .collect();
-    let connector = PgConnector {
-        addr: p.primary.to_string(),
-        passwords: passwords.clone(),
-        tls: server_tls,
-    };
-    let metrics = Arc::new(ctx.telemetry.pool_metrics(
-        &p.name,
-        &p.primary.to_string(),
-        Role::Primary,
-    ));
-    let primary = PgPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
-    let mut core = PoolCore::new(p, Arc::new(primary.clone()), metrics);
-    let mut replicas = Vec::new();
-    for addr in &p.replicas {
-        let connector = PgConnector {
-            addr: addr.to_string(),
-            passwords: passwords.clone(),
-            tls: ServerTls::from_config(p.tls.as_ref(), &addr.host).map_err(tls_error)?,
-        };
-        let metrics = Arc::new(ctx.telemetry.pool_metrics(
-            &p.name,
-            &addr.to_string(),
-            Role::Replica,
-        ));
-        let pool = PgPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
-        core.replicas.push(Arc::new(Replica::new(
-            addr.to_string(),
-            Arc::new(pool.clone()),
-            metrics,
-        )));
-        replicas.push(pool);
-    }
-    // Replica checks log in as the first configured user to `postgres` until a client logs in.
-    let first_user = p.users.first().map_or("postgres", |u| u.name.as_str());
-    let check_key = Arc::new(parking_lot::Mutex::new(crate::pg::backend::ConnKey {
-        user: first_user.into(),
-        database: "postgres".into(),
-    }));
-    for (replica, pool) in core.replicas.iter().zip(&replicas) {
-        let probe = crate::pg::health::PgProbe {
-            pool: pool.clone(),
-            key: check_key.clone(),
-            pool_name: core.name.clone(),
-        };
-        core.checks.lock().spawn(crate::route::health::run(
-            core.name.clone(),
-            replica.clone(),
-            core.routing.clone(),
-            probe,
-        ));
-    }
-    Ok(Arc::new(PgService {
-        core,
-        client_tls,
-        client_auth: p.client_auth,
-        mock_key: rand::random(),
-        users,
-        primary,
-        replicas,
-        check_key,
-        cancels: ctx.cancels.clone(),
-        hub: ctx.hub.clone(),
-        login_params: Default::default(),
-        statement_names: Default::default(),
-        startup_settings: Default::default(),
-        prepared_per_connection: p.limits.prepared_statements_per_connection as usize,
-    }))
 }
 
 async fn accept_loop(

@@ -2,92 +2,27 @@
 //! watcher, the console and reload read and adjust, and the [`Service`] trait each protocol's
 //! session stage implements so that the server can accept clients for it.
 //!
-//! The pool itself is generic over its connector (`Pool<PgConnector, _>`, `Pool<MyConnector, _>`,
-//! …); [`Backend`] is the object-safe view of it that protocol-blind code needs. A pool has one
-//! primary backend and, for the read/write split, one backend per replica (DESIGN §3: limits per
-//! backend); [`PoolCore::backends`] lists them all.
+//! A pool has one primary [`Backend`] and, for the read/write split, one backend per replica
+//! (docs/design.md §3: limits per backend); [`PoolCore::backends`] lists them all.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
 use sidepool_config::{PoolConfig, PoolMode, Protocol};
-use sidepool_pool::{Connector, Pool, PoolSettings, Stats};
+use sidepool_pool::PoolSettings;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
-use tokio::time::Instant;
 
-use crate::leaks::LeakSettings;
-use crate::lifecycle::ClientSide;
+use crate::backend::{Backend, BoxFuture};
 use crate::route::{Replica, Routing, RoutingSettings};
 use crate::session::ClientInfo;
+use crate::settings::LeakSettings;
 use crate::telemetry::{PoolMetrics, Role};
-
-/// A boxed future, for the object-safe traits below.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// One checked-out server connection and the client holding it.
-#[derive(Debug, Clone)]
-pub struct Holder {
-    /// The connection's id within its pool.
-    pub id: u64,
-    /// When it was checked out.
-    pub checked_out_at: Instant,
-    /// When the server connection was opened.
-    pub conn_created_at: Instant,
-    /// The client holding it.
-    pub client: Arc<ClientInfo>,
-}
-
-/// The protocol-blind view of one backend's pool.
-pub trait Backend: Send + Sync + Debug {
-    /// A statistics snapshot.
-    fn stats(&self) -> Stats;
-    /// Every checked-out connection with its holder.
-    fn holders(&self) -> Vec<Holder>;
-    /// New limits (reload); see `Pool::set_settings`.
-    fn set_settings(&self, settings: PoolSettings);
-    /// The limits in force.
-    fn settings(&self) -> PoolSettings;
-    /// Closes the pool: idle connections now, checked-out ones when returned.
-    fn close(&self) -> BoxFuture<'_, ()>;
-}
-
-impl<C: Connector> Backend for Pool<C, Arc<ClientInfo>> {
-    fn stats(&self) -> Stats {
-        Pool::stats(self)
-    }
-
-    fn holders(&self) -> Vec<Holder> {
-        self.checkouts()
-            .into_iter()
-            .map(|c| Holder {
-                id: c.id,
-                checked_out_at: c.checked_out_at,
-                conn_created_at: c.conn_created_at,
-                client: c.owner,
-            })
-            .collect()
-    }
-
-    fn set_settings(&self, settings: PoolSettings) {
-        Pool::set_settings(self, settings);
-    }
-
-    fn settings(&self) -> PoolSettings {
-        Pool::settings(self)
-    }
-
-    fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(Pool::close(self))
-    }
-}
 
 /// Counters and handles one pool shares with the admin listener, the leak watcher and the
 /// console, the same for every protocol.
@@ -103,7 +38,7 @@ pub struct PoolCore {
     pub primary_addr: String,
     /// The primary's pool.
     pub backend: Arc<dyn Backend>,
-    /// Metric handles of the primary backend (DESIGN §9).
+    /// Metric handles of the primary backend (docs/design.md §9).
     pub metrics: Arc<PoolMetrics>,
     /// The `max_clients` limit, for the error text.
     pub max_clients: u32,
@@ -169,7 +104,7 @@ impl PoolCore {
             leaked_now: AtomicU64::new(0),
             abandoned_total: AtomicU64::new(0),
             sessions: Sessions::default(),
-            leaks: watch::Sender::new(crate::settings::leak_settings(&p.leaks)),
+            leaks: watch::Sender::new(LeakSettings::from_config(&p.leaks)),
             paused: watch::Sender::new(false),
             replicas: Vec::new(),
             routing: Arc::new(Routing::new(RoutingSettings::for_pool(p))),
@@ -298,8 +233,8 @@ impl Drop for Registered<'_> {
 }
 
 /// A protocol's client-facing side as the server sees it: it accepts a socket and hands it to
-/// `serve`. Every [`ClientSide`] is one; the session lifecycle behind `serve` is
-/// [`crate::lifecycle::admit`].
+/// `serve`. Every [`crate::lifecycle::ClientSide`] is one; the session lifecycle behind
+/// `serve` is [`crate::lifecycle::admit`].
 pub trait Service: Send + Sync + Debug + 'static {
     /// The protocol-neutral part.
     fn core(&self) -> &PoolCore;
@@ -313,19 +248,4 @@ pub trait Service: Send + Sync + Debug + 'static {
         addr: SocketAddr,
         permit: Option<OwnedSemaphorePermit>,
     ) -> BoxFuture<'static, ()>;
-}
-
-impl<S: ClientSide + Debug> Service for S {
-    fn core(&self) -> &PoolCore {
-        self.pool_core()
-    }
-
-    fn serve(
-        self: Arc<Self>,
-        stream: TcpStream,
-        addr: SocketAddr,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> BoxFuture<'static, ()> {
-        Box::pin(crate::lifecycle::admit(self, stream, addr, permit))
-    }
 }

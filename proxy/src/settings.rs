@@ -1,12 +1,14 @@
 //! The one place that maps `sidepool_config::Config` onto the plain settings the pool and the
-//! sessions take (DESIGN §1: only `proxy` knows both sides).
+//! sessions take (docs/design.md §1: only `proxy` knows both sides), among them the leak
+//! watcher's [`LeakSettings`].
 
 use std::time::Duration;
 
 use sidepool_config::Limits;
 use sidepool_pool::PoolSettings;
 
-/// How often the reaper closes expired idle connections and tops up `min_idle` (DESIGN §3).
+/// How often the reaper closes expired idle connections and tops up `min_idle`
+/// (docs/design.md §3).
 pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// Up to this fraction is cut from each connection's `max_lifetime`, so that connections opened
 /// together do not all reconnect at the same moment.
@@ -42,12 +44,23 @@ pub fn warn_inline_passwords(config: &sidepool_config::Config) {
     }
 }
 
-/// Leak detection settings from a pool's `[pools.leaks]`.
-pub fn leak_settings(l: &sidepool_config::Leaks) -> crate::leaks::LeakSettings {
-    crate::leaks::LeakSettings {
-        threshold: l.threshold,
-        terminate_after: (l.action == sidepool_config::LeakAction::Terminate)
-            .then_some(l.terminate_after),
+/// What counts as a leak and what to do about it (from `[pools.leaks]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeakSettings {
+    /// Held and idle this long: a suspected leak.
+    pub threshold: Duration,
+    /// End the session when idle this long (`action = "terminate"`); `None` = only warn.
+    pub terminate_after: Option<Duration>,
+}
+
+impl LeakSettings {
+    /// Leak detection settings from a pool's `[pools.leaks]`.
+    pub fn from_config(l: &sidepool_config::Leaks) -> LeakSettings {
+        LeakSettings {
+            threshold: l.threshold,
+            terminate_after: (l.action == sidepool_config::LeakAction::Terminate)
+                .then_some(l.terminate_after),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Metrics (DESIGN §9): one Prometheus registry per [`Telemetry`], rendered by the admin
+//! Metrics (docs/design.md §9): one Prometheus registry per [`Telemetry`], rendered by the admin
 //! listener's `/metrics`.
 //!
 //! Owns the metric names, label sets and histogram buckets, and [`PoolMetrics`]: the handles of
@@ -28,7 +28,7 @@ use sidepool_pool::{CloseReason, PoolObserver, Stats};
 #[cfg(test)]
 mod tests;
 
-/// Metric names of DESIGN §9 (the contract with dashboards and alerts).
+/// Metric names of docs/design.md §9 (the contract with dashboards and alerts).
 pub mod names {
     /// gauge {pool,backend,role,state}: server connections by state (idle, in_use, opening).
     pub const POOL_CONNECTIONS: &str = "sidepool_pool_connections";

@@ -9,7 +9,7 @@
 //! and calls [`ClientTls::accept`]). Configurations are built once per pool or backend, from
 //! blocking file reads: build them at startup or reload, not per connection.
 
-mod error;
+pub mod error;
 mod pem;
 mod stream;
 mod verify;
@@ -29,7 +29,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 pub use self::error::{TlsError, TlsErrorKind};
 pub use self::stream::Stream;
-use crate::error::Side;
+use crate::error::side::Side;
 
 /// PostgreSQL's SSLRequest: length 8, request code 80877103 (1234 << 16 | 5679).
 pub const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];

@@ -1,5 +1,5 @@
 //! Where connections go: check-in, direct hand-over to waiters, connects on behalf of waiters
-//! (DESIGN §3 "Check in").
+//! (docs/design.md §3 "Check in").
 
 use tokio::time::Instant;
 

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{DmConnector, DmService};
+use super::service::{DmConnector, DmService};
 use crate::io::{Socket, read_some, write_reading};
 use crate::lifecycle::INBOX_CAP;
 use crate::session::ClientInfo;

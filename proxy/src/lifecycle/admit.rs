@@ -1,6 +1,7 @@
 //! Admitting an accepted client: the `max_clients` refusal, the connected-clients count, the
 //! session's span, and how the session's end is logged.
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::backend::BoxFuture;
 use crate::error::{SessionError, Side, chain};
-use crate::service::PoolCore;
+use crate::service::{PoolCore, Service};
 
 /// What admission needs of a protocol's client side.
 pub trait ClientSide: Send + Sync + 'static {
@@ -80,6 +82,22 @@ pub async fn admit<S: ClientSide>(
             Side::Client => debug!(parent: &span, error = %chain(&e), "client session ended"),
             _ => info!(parent: &span, error = %chain(&e), "client session failed"),
         }
+    }
+}
+
+/// Every protocol's client side is a [`Service`] the server can hand sockets to.
+impl<S: ClientSide + Debug> Service for S {
+    fn core(&self) -> &PoolCore {
+        self.pool_core()
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(admit(self, stream, addr, permit))
     }
 }
 

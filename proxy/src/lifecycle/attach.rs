@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sidepool_pool::{ErrorSide, PoolError};
 use tracing::debug;
 
-use super::{BackendPool, Conn, ConnectError, DEAD_RETRIES, ServerSide};
+use super::server_side::{BackendPool, Conn, ConnectError, DEAD_RETRIES, ServerSide, SyncError};
 use crate::error::BackendError;
 use crate::route::Lease;
 use crate::session::ClientInfo;
@@ -20,15 +20,6 @@ pub struct Attached<S: ServerSide> {
     /// The replica it belongs to (counted as outstanding while attached), `None` for the
     /// primary.
     pub replica: Option<Lease>,
-}
-
-/// Why bringing a connection in line with the client's state failed.
-#[derive(Debug)]
-pub enum SyncError {
-    /// The server refused a setting: the client gets this error; the connection is fine.
-    Refused(BackendError),
-    /// The connection failed: it is closed.
-    Failed(BackendError),
 }
 
 /// Why no server connection could be attached.

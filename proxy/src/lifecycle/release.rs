@@ -4,19 +4,9 @@
 
 use tracing::debug;
 
-use super::{Conn, RESET_TIMEOUT, ServerSide};
+use super::server_side::{Conn, RESET_TIMEOUT, Reset, ServerSide};
 use crate::service::PoolCore;
 use crate::session::ClientInfo;
-
-/// What a connection needs before another client may use it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Reset {
-    /// A transaction is open: roll it back.
-    pub rollback: bool,
-    /// The client changed session state that is not read back (session mode, pinned state,
-    /// settings it left dirty): reset the whole session (`DISCARD ALL`, `COM_RESET_CONNECTION`).
-    pub session: bool,
-}
 
 /// How a client session lets go of its server connection at its end.
 #[derive(Debug, Clone, Copy)]

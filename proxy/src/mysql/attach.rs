@@ -6,7 +6,8 @@
 use sidepool_protocol::mysql::response::{self, Expect};
 
 use super::backend::{MyConnector, ServerConn, SessionState};
-use super::{MyPool, MyService, replay};
+use super::replay;
+use super::service::{MyPool, MyService};
 use crate::error::BackendError;
 use crate::lifecycle::{Reset, ServerSide, SyncError};
 use crate::service::PoolCore;

@@ -115,7 +115,7 @@ impl sidepool_pool::Connector for MyConnector {
             if let Err(e) = conn.query_must(&applied.sql).await {
                 tracing::warn!(
                     backend = %self.addr,
-                    error = %crate::pg::errors::chain(&e),
+                    error = %crate::error::chain(&e),
                     "TiDB refused the replica-read session settings; reads go to the primary. Check routing.tidb_replica_read and tidb_read_staleness against the server's version"
                 );
                 return Err(e);

@@ -10,18 +10,20 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use sidepool_config::ClientAuth;
-use sidepool_protocol::mysql::handshake::{self, Greeting, HandshakeResponse41};
+use sidepool_protocol::mysql::handshake::{self, Greeting};
 use sidepool_protocol::mysql::{CapabilityFlags, StatusFlags, auth, packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::MyService;
+use super::auth::{MAX_LOGIN_PACKET, authenticate, read_packet, send};
 use super::backend::{BASE_CAPABILITIES, ConnKey, KEYED_CAPABILITIES};
 use super::errors::{
     self, ACCESS_DENIED, HANDSHAKE_ERROR, SECURE_TRANSPORT_REQUIRED, TOO_MANY_CONNECTIONS,
 };
+use super::login::Login;
 use super::relay::Relay;
+use super::service::MyService;
 use crate::error::SessionError;
 use crate::lifecycle::ClientSide;
 use crate::lifecycle::admit::MAX_CLIENTS_HINT;
@@ -31,27 +33,10 @@ use crate::tls::Stream;
 
 /// How long a client may take from connecting to finishing authentication.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Cap on a login packet.
-const MAX_LOGIN_PACKET: usize = 64 * 1024;
 /// Capabilities sidepool offers clients (intersected with the backend's).
 const OFFERED: CapabilityFlags = BASE_CAPABILITIES
     .union(KEYED_CAPABILITIES)
     .union(CapabilityFlags::CLIENT_CONNECT_WITH_DB);
-
-/// Who logged in and how.
-#[derive(Debug)]
-pub struct Login {
-    /// The client's identity, attached to its checkouts.
-    pub info: Arc<ClientInfo>,
-    /// Server connections it may use.
-    pub key: ConnKey,
-    /// Capabilities negotiated with the client.
-    pub capabilities: CapabilityFlags,
-    /// Sequence id of the final OK (or ERR) of the login.
-    pub next_seq: u8,
-    /// The last nonce sent to the client, which a COM_CHANGE_USER's auth data answers.
-    pub nonce: Vec<u8>,
-}
 
 impl ClientSide for MyService {
     fn pool_core(&self) -> &PoolCore {
@@ -124,23 +109,6 @@ async fn backend_greeting(svc: &MyService, addr: SocketAddr) -> Result<Greeting,
     }
 }
 
-async fn read_packet(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-) -> Result<Option<(u8, Vec<u8>)>, SessionError> {
-    loop {
-        if let Some(l) =
-            packet::read_logical(buf, MAX_LOGIN_PACKET).map_err(SessionError::ClientProtocol)?
-        {
-            let _ = buf.split_to(l.consumed);
-            return Ok(Some((l.last_seq, l.payload)));
-        }
-        if stream.read_buf(buf).await.map_err(SessionError::ClientIo)? == 0 {
-            return Ok(None);
-        }
-    }
-}
-
 /// Reads the client's first packet, SSLRequest or HandshakeResponse41, without reading past
 /// it: a client that sends SSLRequest starts its TLS handshake at once (MySQL has no answer to
 /// wait for), and those bytes must stay in the socket for the TLS acceptor.
@@ -170,13 +138,6 @@ async fn read_first_packet(
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(SessionError::ClientIo(e)),
     }
-}
-
-async fn send(stream: &mut Stream, bytes: &[u8]) -> Result<(), SessionError> {
-    stream
-        .write_all(bytes)
-        .await
-        .map_err(SessionError::ClientIo)
 }
 
 /// Greets and authenticates, upgrading to TLS on the client's SSLRequest. Returns the stream
@@ -339,67 +300,4 @@ async fn secure(
     Ok(read_packet(&mut stream, buf)
         .await?
         .map(|(seq, payload)| (stream, seq, payload)))
-}
-
-/// Checks the client's scramble, switching it to sidepool's plugin first when it answered
-/// for another (`nonce` is then the new one). Unknown users go through the same exchange and
-/// fail the same way. Used at login and for COM_CHANGE_USER.
-pub(super) async fn authenticate(
-    svc: &MyService,
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-    hello: &HandshakeResponse41,
-    plugin: &str,
-    nonce: &mut Vec<u8>,
-    next: &mut u8,
-) -> Result<bool, SessionError> {
-    if svc.client_auth == ClientAuth::Trust {
-        return Ok(true);
-    }
-    let mut response = hello.auth_response.clone();
-    if hello.auth_plugin.as_deref().unwrap_or(auth::NATIVE) != plugin {
-        *nonce = auth::new_nonce().to_vec();
-        send(
-            stream,
-            &packet::encode(*next, &auth::auth_switch_request(plugin, nonce)),
-        )
-        .await?;
-        let Some((seq, payload)) = read_packet(stream, buf).await? else {
-            return Ok(false);
-        };
-        response = payload;
-        *next = seq.wrapping_add(1);
-    }
-    let password = svc.users.get(&hello.user);
-    let ok = password.is_some_and(|p| auth::verify(plugin, nonce, p.as_bytes(), &response));
-    if !ok && plugin == auth::CACHING_SHA2 && stream.is_tls() {
-        // caching_sha2's full authentication, as a server with an empty cache does it: over
-        // TLS the client sends its password in clear. (Without TLS sidepool offers no RSA key
-        // exchange: it knows every password, so a scramble that does not match is a wrong
-        // password and is refused at once.) Unknown users take the same path.
-        send(
-            stream,
-            &packet::encode(
-                *next,
-                &auth::auth_more_data(&[auth::PERFORM_FULL_AUTHENTICATION]),
-            ),
-        )
-        .await?;
-        let Some((seq, clear)) = read_packet(stream, buf).await? else {
-            return Ok(false);
-        };
-        *next = seq.wrapping_add(1);
-        let clear = clear.strip_suffix(&[0]).unwrap_or(&clear);
-        return Ok(password.is_some_and(|p| auth::verify_cleartext(p.as_bytes(), clear)));
-    }
-    if ok && plugin == auth::CACHING_SHA2 {
-        // The scramble matched: caching_sha2's fast path, no full authentication needed.
-        send(
-            stream,
-            &packet::encode(*next, &auth::auth_more_data(&[auth::FAST_AUTH_SUCCESS])),
-        )
-        .await?;
-        *next = next.wrapping_add(1);
-    }
-    Ok(ok)
 }

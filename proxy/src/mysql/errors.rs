@@ -1,5 +1,5 @@
-//! The errors sidepool itself sends to MySQL clients (DESIGN §7): `sidepool:` prefix, an error
-//! number the driver understands, pool name and counts, and what to do.
+//! The errors sidepool itself sends to MySQL clients (docs/design.md §7): `sidepool:` prefix, an
+//! error number the driver understands, pool name and counts, and what to do.
 
 use sidepool_pool::PoolError;
 use sidepool_protocol::mysql::packet;

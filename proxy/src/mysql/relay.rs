@@ -20,11 +20,11 @@ use sidepool_protocol::mysql::{StatusFlags, command as com};
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, trace};
 
-use super::MyService;
 use super::backend::{MyConnector, Reply, ServerConn, SessionState};
-use super::client::Login;
 use super::effects::{Effect, effects};
 use super::errors::{self, UNKNOWN_STMT_HANDLER};
+use super::login::Login;
+use super::service::MyService;
 use crate::error::{BackendError, SessionError};
 use crate::io::{read_some, write_reading};
 use crate::lifecycle::{INBOX_CAP, OnKill, on_kill};

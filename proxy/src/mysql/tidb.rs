@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::service::Backend;
+use crate::backend::Backend;
 
 /// How often the status port is asked.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);

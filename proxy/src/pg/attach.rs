@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::backend::{PgConnector, ServerConn};
-use super::{PgPool, PgService, replay};
+use super::replay;
+use super::service::{PgPool, PgService};
 use crate::error::BackendError;
 use crate::lifecycle::{Reset, ServerSide, SyncError};
 use crate::service::PoolCore;

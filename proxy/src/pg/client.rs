@@ -1,7 +1,6 @@
-//! Client login: startup packets, the TLS upgrade as `[pools.tls] client_mode` allows (GSS
-//! encryption is refused), CancelRequest, authentication against `[[pools.users]]`, and the
-//! login reply. The session lifecycle around it (admission, `max_clients`) is
-//! [`crate::lifecycle`]'s.
+//! Client login: startup packets, TLS as `[pools.tls] client_mode` says (GSS encryption is
+//! refused), CancelRequest, authentication against `[[pools.users]]`, then the hand-over to the
+//! relay, or to the console ([`super::console`]) for database `sidepool`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,17 +11,18 @@ use bytes::{Bytes, BytesMut};
 use sidepool_config::ClientAuth;
 use sidepool_protocol::pg::auth::{self, ScramServer};
 use sidepool_protocol::pg::backend::{self as be, Severity};
-use sidepool_protocol::pg::{TransactionStatus, frame, frontend, startup};
+use sidepool_protocol::pg::{frame, frontend, startup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::tls::Stream;
 use tracing::{debug, warn};
 
-use super::PgService;
 use super::backend::ConnKey;
 use super::errors::{self, INVALID_AUTHORIZATION, INVALID_PASSWORD, PROTOCOL_VIOLATION, error};
+use super::login::Login;
 use super::relay::Relay;
+use super::service::PgService;
 use crate::error::SessionError;
 use crate::lifecycle::ClientSide;
 use crate::lifecycle::admit::MAX_CLIENTS_HINT;
@@ -109,7 +109,7 @@ impl ClientSide for PgService {
         }
         debug!(database = %login.info.database, "client authenticated");
         if login.info.database == crate::console::DATABASE {
-            return Box::pin(crate::console::run(&self, stream, buf, login)).await;
+            return Box::pin(super::console::run(&self, stream, buf, login)).await;
         }
         let _registered = self.sessions.register(&login.info);
         Box::pin(Relay::start(self.clone(), stream, buf, login)).await
@@ -167,22 +167,6 @@ impl PgService {
             }
         }
     }
-}
-
-/// Who logged in and what session settings they asked for.
-#[derive(Debug)]
-pub struct Login {
-    /// The client's identity, attached to its checkouts.
-    pub info: Arc<ClientInfo>,
-    /// Server connections it may use.
-    pub key: ConnKey,
-    /// Settings to replay on whichever server connection serves it: the startup parameters
-    /// plus what the client changed since. Shared until the client changes one
-    /// (`Arc::make_mut`).
-    pub settings: Arc<BTreeMap<String, String>>,
-    /// The startup parameters alone (what `RESET ALL` returns to), shared by every client of
-    /// the pool that sent the same ([`PgService::shared_settings`]).
-    pub startup_settings: Arc<BTreeMap<String, String>>,
 }
 
 impl Login {
@@ -246,8 +230,9 @@ async fn read_packet(
     }
 }
 
-/// Reads startup packets until a StartupMessage; answers SSLRequest/GSSENCRequest with `N` and
-/// handles a CancelRequest (returns `None`).
+/// Reads startup packets until a StartupMessage; answers SSLRequest with `S` and the TLS
+/// handshake when `[pools.tls] client_mode` offers TLS, with `N` otherwise and to
+/// GSSENCRequest, and handles a CancelRequest (returns `None`).
 async fn read_startup(
     svc: &PgService,
     mut stream: Stream,
@@ -477,19 +462,6 @@ async fn expect_password(
         return Ok(None);
     }
     Ok(Some(msg))
-}
-
-/// The login reply after successful authentication: AuthenticationOk, the server's parameters,
-/// sidepool's BackendKeyData and ReadyForQuery.
-pub fn login_reply(params: &[(String, String)], pid: i32, secret: i32) -> BytesMut {
-    let mut out = BytesMut::with_capacity(512);
-    out.extend_from_slice(&be::authentication_ok());
-    for (k, v) in params {
-        out.extend_from_slice(&be::parameter_status(k, v));
-    }
-    out.extend_from_slice(&be::backend_key_data(pid, secret));
-    out.extend_from_slice(&be::ready_for_query(TransactionStatus::Idle));
-    out
 }
 
 /// The settings in a startup `options` value (`-c name=value`, `--name=value`, as libpq sends

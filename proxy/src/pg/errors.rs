@@ -1,5 +1,5 @@
-//! The errors sidepool itself sends to PostgreSQL clients (DESIGN §7): `sidepool:` prefix, a code
-//! the driver understands, pool name and counts, and what to do.
+//! The errors sidepool itself sends to PostgreSQL clients (docs/design.md §7): `sidepool:`
+//! prefix, a code the driver understands, pool name and counts, and what to do.
 
 use bytes::Bytes;
 use sidepool_pool::PoolError;
@@ -99,6 +99,7 @@ pub fn checkout_failed(
     }
 }
 
+/// The error chain formatter, which is not PostgreSQL's: re-exported for the PostgreSQL stages.
 pub use crate::error::chain;
 
 /// The ErrorResponse a client gets when no server connection could be attached.
@@ -123,26 +124,5 @@ pub fn attach_failed(pool: &str, severity: Severity, f: &CheckoutFailure<Backend
             );
             error(severity, CONNECTION_FAILURE, &msg, None)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::BackendError;
-
-    #[test]
-    fn chain_names_each_cause_once() {
-        let e = BackendError::Io {
-            addr: "127.0.0.1:1".into(),
-            source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
-        };
-        assert_eq!(chain(&e), "cannot reach backend 127.0.0.1:1: refused");
-        let wrapped = std::io::Error::other(e);
-        assert_eq!(
-            chain(&wrapped),
-            "cannot reach backend 127.0.0.1:1: refused",
-            "a wrapper whose text is its source's adds nothing"
-        );
     }
 }

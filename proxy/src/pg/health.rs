@@ -1,6 +1,6 @@
 //! The PostgreSQL replica check ([`crate::route::health::Probe`]): recovery state and replay
 //! lag, asked over a connection of the replica's own pool (so the check counts against the
-//! replica's `max_open` like everything else, DESIGN §3).
+//! replica's `max_open` like everything else, docs/design.md §3).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +8,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::backend::ConnKey;
-use super::{PgPool, PgService};
+use super::service::{PgPool, PgService};
+use crate::backend::BoxFuture;
 use crate::lifecycle;
 use crate::route::health::{Checked, Probe};
-use crate::service::BoxFuture;
 
 /// Recovery state and lag in seconds. When everything received has been replayed the lag is 0,
 /// so an idle primary (no new WAL, an old last-replay timestamp) does not read as a growing lag;

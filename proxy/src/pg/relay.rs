@@ -32,13 +32,12 @@ use sidepool_protocol::pg::backend::Severity;
 use sidepool_protocol::pg::frontend as fe;
 use tokio::io::AsyncWriteExt;
 
-use self::machine::{ClientStep, ConnSide, Env, Link, MAX_MESSAGE, Machine, Unattached};
-use self::routing::SqlRoute;
-use super::PgService;
+use self::machine::{ClientStep, ConnSide, Env, Link, Machine, SqlRoute, Unattached};
 use super::backend::ServerConn;
 use super::cancel::Registration;
-use super::client::Login;
 use super::errors::{self, CONNECTION_FAILURE, PROTOCOL_VIOLATION, error};
+use super::login::Login;
+use super::service::PgService;
 use crate::error::{BackendError, SessionError};
 use crate::io::{read_some, write_reading};
 use crate::lifecycle::{INBOX_CAP, OnKill, on_kill};

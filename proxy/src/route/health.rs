@@ -1,4 +1,4 @@
-//! Replica health and lag checks (DESIGN §6): one task per replica asks the server every
+//! Replica health and lag checks (docs/design.md §6): one task per replica asks the server every
 //! [`CHECK_INTERVAL`] how far behind it is and moves it in or out of rotation.
 //!
 //! The question is protocol-specific ([`Probe`]: PostgreSQL replay timestamp and LSNs, MySQL
@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::{Replica, ReplicaState, Routing};
-use crate::service::BoxFuture;
+use crate::backend::BoxFuture;
 
 /// How often each replica is checked. A lagging or failed replica leaves rotation at the first
 /// check that sees it, so this bounds how long reads keep going to it.

@@ -7,18 +7,18 @@ use sidepool_protocol::sql::{Dialect, Route, WriteFunctions, classify};
 
 use super::health::{self, CHECK_INTERVAL, Checked, Probe};
 use super::*;
-use crate::service::BoxFuture;
+use crate::backend::BoxFuture;
 use crate::telemetry::{Role, Telemetry};
 
 /// A backend with no connections, for the statistics a replica carries.
 #[derive(Debug)]
 struct NoBackend;
 
-impl crate::service::Backend for NoBackend {
+impl crate::backend::Backend for NoBackend {
     fn stats(&self) -> sidepool_pool::Stats {
         sidepool_pool::Stats::default()
     }
-    fn holders(&self) -> Vec<crate::service::Holder> {
+    fn holders(&self) -> Vec<crate::backend::Holder> {
         Vec::new()
     }
     fn set_settings(&self, _: sidepool_pool::PoolSettings) {}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use rustls::pki_types::pem;
 use thiserror::Error;
 
-use crate::error::Side;
+use crate::error::side::Side;
 
 /// Failure to load `[pools.tls]` material or to negotiate TLS with a peer. `Display` is written
 /// to be shown to an operator or, for handshakes, relayed to the client as is.

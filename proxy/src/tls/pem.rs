@@ -6,7 +6,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::TlsError;
+use super::error::TlsError;
 
 /// Every certificate in the PEM file at `path`, in file order (for a chain: leaf first).
 ///

@@ -74,7 +74,12 @@ async fn a_broken_file_keeps_the_running_config_and_counts_an_error() {
         "[[pools]]\nname = \"test\"\nmode = \"sometimes\"\nbogus = 1\n",
     )
     .expect("break the file");
-    let err = proxy.server().reload().await.expect_err("refused");
+    let err = proxy
+        .server()
+        .reload()
+        .await
+        .expect_err("refused")
+        .to_string();
     assert!(
         err.contains("sidepool.toml:3"),
         "every problem with its line: {err}"

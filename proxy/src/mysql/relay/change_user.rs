@@ -17,8 +17,8 @@ use tracing::{debug, warn};
 
 use super::Relay;
 use crate::error::SessionError;
+use crate::mysql::auth::authenticate;
 use crate::mysql::backend::ConnKey;
-use crate::mysql::client;
 use crate::mysql::errors::{self, ACCESS_DENIED, HANDSHAKE_ERROR, UNKNOWN_COM_ERROR};
 
 /// Failed attempts after which COM_CHANGE_USER is refused on the connection.
@@ -56,7 +56,7 @@ impl Relay {
         };
         let mut next = seq.wrapping_add(1);
         let svc = self.svc.clone();
-        let accepted = client::authenticate(
+        let accepted = authenticate(
             &svc,
             &mut self.client,
             &mut self.buf,

@@ -16,14 +16,14 @@ use sidepool_protocol::mysql::command as com;
 use sidepool_protocol::sql::{self, Dialect, Route, WriteFunctions};
 
 use super::Relay;
+use crate::backend::BoxFuture;
 use crate::error::chain;
 use crate::lifecycle;
 use crate::mysql::backend::{ConnKey, Reply};
 use crate::mysql::effects::effects;
-use crate::mysql::{MyPool, MyService};
+use crate::mysql::service::{MyPool, MyService};
 use crate::route;
 use crate::route::health::{Checked, Probe};
-use crate::service::BoxFuture;
 
 /// What routing needs to know of one MySQL text: may it start a transaction on a replica, and
 /// may it write.

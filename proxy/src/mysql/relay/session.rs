@@ -13,10 +13,10 @@ use super::{Attached, MAX_COMMAND, Next, Relay};
 use crate::error::{BackendError, SessionError, chain};
 use crate::io::read_some;
 use crate::lifecycle::{self, Leaving, Reset};
-use crate::mysql::MyService;
 use crate::mysql::backend::ServerConn;
 use crate::mysql::errors::{self, CLIENT_INTERACTION_TIMEOUT};
 use crate::mysql::replay;
+use crate::mysql::service::MyService;
 
 impl Relay {
     /// Whether the client is inside a transaction (as the last status said).

@@ -1,4 +1,4 @@
-//! TiDB replica reads (DESIGN §6): every TiDB server can write, so a TiDB pool's "replicas"
+//! TiDB replica reads (docs/design.md §6): every TiDB server can write, so a TiDB pool's "replicas"
 //! are connections to TiDB servers whose session sets `tidb_replica_read` (and, when
 //! configured, `tidb_read_staleness`) right after login, before the pool hands them out.
 //! Autocommit reads routed to a replica run there and TiDB serves them from follower or
@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Health;
+use crate::backend::BoxFuture;
 use crate::route::health::{Checked, Probe};
 use crate::route::{Routing, RoutingSettings};
-use crate::service::BoxFuture;
 
 /// The statement a replica-read connection runs after login for settings `s`. One round trip
 /// for both variables; `tidb_read_staleness` only when non-zero (TiDB takes it as a negative

@@ -22,10 +22,19 @@ use sidepool_protocol::pg::TransactionStatus;
 use sidepool_protocol::pg::frame::Scanner;
 
 use super::responses::{Disposition, Expect, Responses};
-use super::routing::SqlRoute;
 use crate::pg::statements::{Prepared, Statement};
 
 pub use self::client::{ClientStep, Unattached};
+
+/// What routing needs to know of one SQL text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlRoute {
+    /// It may start a transaction on a replica: a read (or a `READ ONLY` begin, or a hinted
+    /// statement the classifier allows), with no effect that would pin the client.
+    pub replica: bool,
+    /// It may write (read-your-writes).
+    pub writes: bool,
+}
 
 /// PostgreSQL's own limit on a message (`PQ_LARGE_MESSAGE_LIMIT` is 1 GB).
 pub const MAX_MESSAGE: usize = 1 << 30;

@@ -18,19 +18,10 @@ use sidepool_protocol::pg::frame;
 use sidepool_protocol::pg::frontend as fe;
 use sidepool_protocol::sql::{self, Dialect, Route, WriteFunctions};
 
-use super::{MAX_MESSAGE, Relay};
+use super::Relay;
+use super::machine::{MAX_MESSAGE, SqlRoute};
 use crate::pg::effects::{Effect, effects, may_have_effects};
 use crate::route::{self, RoutingSettings};
-
-/// What routing needs to know of one SQL text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SqlRoute {
-    /// It may start a transaction on a replica: a read (or a `READ ONLY` begin, or a hinted
-    /// statement the classifier allows), with no effect that would pin the client.
-    pub replica: bool,
-    /// It may write (read-your-writes).
-    pub writes: bool,
-}
 
 /// Classifies one PostgreSQL text.
 pub fn sql_route(text: &[u8], functions: &WriteFunctions) -> SqlRoute {
@@ -43,15 +34,6 @@ pub fn sql_route(text: &[u8], functions: &WriteFunctions) -> SqlRoute {
         replica: route::wanted(&c) == Route::Replica && !pins,
         writes: route::writes(c.kind) || pins,
     }
-}
-
-/// The query text of a statement's content (a Parse message after the name).
-pub fn content_text(content: &[u8]) -> &[u8] {
-    let end = content
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(content.len());
-    &content[..end]
 }
 
 impl Relay {

@@ -15,10 +15,10 @@ use super::{Attached, Relay};
 use crate::error::SessionError;
 use crate::io::{give_buffer, take_buffer};
 use crate::lifecycle::{self, Leaving, Reset};
-use crate::pg::PgService;
-use crate::pg::client::login_reply;
 use crate::pg::errors::{self, IDLE_IN_TRANSACTION_TIMEOUT, error};
+use crate::pg::login::login_reply;
 use crate::pg::replay;
+use crate::pg::service::PgService;
 
 impl Relay {
     /// Between transactions with nothing buffered, gives the buffers back (see [`give_buffer`]):

@@ -290,7 +290,7 @@ impl Machine {
 
     /// Records a client statement and returns it.
     fn remember(&mut self, name: &[u8], content: &[u8], env: &impl Env) -> Statement {
-        let route = env.route(crate::pg::relay::routing::content_text(content));
+        let route = env.route(content_text(content));
         let stmt = Statement {
             server_name: env.statement_name(content),
             content: Bytes::copy_from_slice(content),
@@ -446,4 +446,13 @@ fn truncate(s: &str, max: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// The query text of a statement's content (a Parse message after the name).
+pub fn content_text(content: &[u8]) -> &[u8] {
+    let end = content
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(content.len());
+    &content[..end]
 }
