@@ -1,7 +1,7 @@
 # sidepool — the two commands of the README, and a few helpers.
 #   make demo   install what is missing, start a throwaway PostgreSQL, run sidepool in front of it
 #               with a short workload, and say where to look
-#   make test   install what is missing and run everything: import cycles, fmt, clippy (warnings
+#   make test   install what is missing and run everything: import cycles and size limits, fmt, clippy (warnings
 #               denied), tests
 #   make bench  PostgreSQL directly vs sidepool vs PgBouncer, measured by sidepool-loadtest;
 #               writes bench/results.md, bench/results.json and bench/chart.svg (~10 min)
@@ -18,9 +18,10 @@ all: test
 deps:
 	@bash scripts/install-deps.sh
 
-# No import cycle among the modules of proxy/src (see the script's docstring for the rules).
+# No import cycle among the modules of proxy/src, and its size limits (see the scripts' docstrings).
 cycles:
 	python3 scripts/module-cycles.py
+	python3 scripts/size-limits.py
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
