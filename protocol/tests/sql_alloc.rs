@@ -1,4 +1,4 @@
-//! The classifier makes no heap allocation per call (DESIGN §6 runs it on every statement).
+//! The classifier makes no heap allocation per call (docs/design.md §6 runs it on every statement).
 //! A counting global allocator (allocation-counter) sees every allocation of this thread.
 
 use sidepool_protocol::sql::{Dialect, Lexer, WriteFunctions, classify};

@@ -1,6 +1,6 @@
 //! Dameng DM8 pools: one listener per `[[pools]]` entry with `protocol = "dameng"`.
 //!
-//! Header-aware session passthrough (DESIGN §8): each client checks out one server connection
+//! Header-aware session passthrough (docs/design.md §8): each client checks out one server connection
 //! (a plain TCP connection; the pool's FIFO queue, `wait_timeout` and `max_open` apply) and
 //! keeps it for its whole session. Its own STARTUP and LOGIN are relayed byte for byte, so the
 //! server checks the client's credentials and no `[[pools.users]]` are needed. [`relay`] frames

@@ -1,4 +1,4 @@
-//! The admin HTTP listener against a real PostgreSQL under pgbench: every DESIGN §9 metric is
+//! The admin HTTP listener against a real PostgreSQL under pgbench: every docs/design.md §9 metric is
 //! exposed with its type, the pool saturates and the wait histogram counts every checkout,
 //! health and readiness answer as documented, `/pools` is JSON, and CPU profiles come back as
 //! pprof protobuf and SVG with one profile at a time.
@@ -10,7 +10,7 @@ use crate::support::harness::*;
 use pprof::protos::Message;
 use sidepool_loadtest::testbed::PgAuth;
 
-/// DESIGN §9, name and type. `sidepool_replica_lag_seconds` is left out on purpose: it is not
+/// docs/design.md §9, name and type. `sidepool_replica_lag_seconds` is left out on purpose: it is not
 /// emitted until replica routing exists (see `sidepool::telemetry`).
 const DESIGN_METRICS: &[(&str, &str)] = &[
     ("sidepool_pool_connections", "gauge"),

@@ -1,6 +1,6 @@
 //! Contract tests of `protocol = "dameng"` pools against a fake DM server.
 //!
-//! No DM8 server can run here (DESIGN §8), so `FakeDm` below answers with the framing the
+//! No DM8 server can run here (docs/design.md §8), so `FakeDm` below answers with the framing the
 //! public DM drivers use (`sidepool_protocol::dm` cites them): 64-byte little-endian headers,
 //! XOR checksum at byte 19, transaction status at offset 60 of execute replies. These tests
 //! prove sidepool's behaviour against that reading of the protocol, not against DM8 itself.

@@ -1,5 +1,5 @@
 //! Read/write split through sidepool against a real MariaDB primary and GTID replica (issue 6,
-//! DESIGN §6): `@@server_id` tells which server answered; sysbench runs with the split on.
+//! docs/design.md §6): `@@server_id` tells which server answered; sysbench runs with the split on.
 
 use std::process::Command;
 use std::sync::Arc;

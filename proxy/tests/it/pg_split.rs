@@ -1,5 +1,5 @@
 //! Read/write split through sidepool against a real PostgreSQL 15 primary and streaming replica
-//! (issue 6, DESIGN §6). `pg_is_in_recovery()` tells which server answered: true on the replica.
+//! (issue 6, docs/design.md §6). `pg_is_in_recovery()` tells which server answered: true on the replica.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

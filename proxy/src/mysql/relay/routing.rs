@@ -1,4 +1,4 @@
-//! Read/write split hooks of the MySQL relay (DESIGN §6, transaction mode only), and the
+//! Read/write split hooks of the MySQL relay (docs/design.md §6, transaction mode only), and the
 //! MySQL replica check.
 //!
 //! The classic protocol runs one command at a time, so a command that finds no server

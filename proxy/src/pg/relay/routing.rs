@@ -1,4 +1,4 @@
-//! Read/write split hooks of the PostgreSQL relay (DESIGN §6, transaction mode only).
+//! Read/write split hooks of the PostgreSQL relay (docs/design.md §6, transaction mode only).
 //!
 //! - **Where a transaction starts:** when a message needs a server connection and none is
 //!   attached, [`Relay::route_target`] classifies it (a Query's text; a Parse's; a Bind or
