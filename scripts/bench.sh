@@ -8,7 +8,8 @@
 # Knobs (environment): BENCH_DURATION (measured time per round and target, default 8s),
 # BENCH_WARMUP (default 1s), BENCH_ROUNDS (default 3), BENCH_IDLE (idle clients, default 2000),
 # BENCH_SCALE (pgbench scale, default 10), BENCH_BASELINE (a second sidepool binary measured
-# beside this one as `sidepool-base`). The defaults keep a run near 10 minutes on 2 cores.
+# beside this one as `sidepool-base`), BENCH_ONLY (space-separated run names, e.g. "idle
+# select-10": only those run; the results files then hold only those). The defaults keep a run near 10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -235,6 +236,9 @@ reports=()
 run() { # name, then run arguments
   local name="$1"
   shift
+  if [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" $name "* ]]; then
+    return 0
+  fi
   echo "==> $name"
   "$target/sidepool-loadtest" run --rounds "$rounds" --duration "$duration" --warmup "$warmup" \
     --scale "$scale" --json "$work/$name.json" --markdown "$work/$name.md" "$@"

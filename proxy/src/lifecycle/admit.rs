@@ -59,7 +59,9 @@ pub async fn admit<S: ClientSide>(
         );
         let (name, max_clients, metrics) =
             (core.name.clone(), core.max_clients, core.metrics.clone());
-        if svc.clone().refuse(stream, message).await {
+        // Boxed: the refusal reads a startup packet (and may negotiate TLS) and is rare; inline,
+        // its state would make every admitted session's future as large as itself.
+        if Box::pin(svc.clone().refuse(stream, message)).await {
             warn!(pool = %name, client.addr = %addr, max_clients, "client rejected: max_clients reached");
             metrics.rejected_max_clients();
         }

@@ -63,10 +63,12 @@ impl ClientSide for MyService {
         addr: SocketAddr,
     ) -> Result<(), SessionError> {
         let mut buf = BytesMut::with_capacity(1024);
-        let greeted = tokio::time::timeout(
+        // The login (with its TLS handshake) and the relay run in boxed futures of their own:
+        // this one lives as long as the client, so only what they share is kept for it.
+        let greeted = Box::pin(tokio::time::timeout(
             LOGIN_TIMEOUT,
             login(&self, Stream::Plain(tcp), &mut buf, addr),
-        )
+        ))
         .await;
         let (stream, login) = match greeted {
             Ok(Ok(Some(login))) => login,
@@ -77,7 +79,7 @@ impl ClientSide for MyService {
         tracing::Span::current().record("user", login.info.user.as_str());
         debug!(database = %login.info.database, "client authenticated");
         let _registered = self.sessions.register(&login.info);
-        Relay::start(self.clone(), stream, buf, login).await
+        Box::pin(Relay::start(self.clone(), stream, buf, login)).await
     }
 }
 

@@ -440,13 +440,7 @@ impl Relay {
     /// COM_RESET_CONNECTION: the client's state is cleared and it is unpinned. With a server
     /// attached the server resets too; otherwise sidepool answers.
     async fn reset_connection(&mut self, seq: u8) -> Result<(), SessionError> {
-        self.state.vars.clear();
-        self.statements.clear();
-        self.hold = None;
-        self.long_data = false;
-        if self.pinned.take().is_some() {
-            self.svc.pinned.fetch_sub(1, Relaxed);
-        }
+        self.forget_session_state();
         if let Some(att) = self.server.as_mut() {
             att.dirty.clear();
             att.conn.reset().await?;
@@ -458,6 +452,18 @@ impl Relay {
         self.reply(seq, &ok).await?;
         self.maybe_release().await;
         Ok(())
+    }
+
+    /// Forgets what the client set up in its session (variables, statements, holds, a pin), as
+    /// COM_RESET_CONNECTION and a new login do.
+    fn forget_session_state(&mut self) {
+        self.state.vars.clear();
+        self.statements.clear();
+        self.hold = None;
+        self.long_data = false;
+        if self.pinned.take().is_some() {
+            self.svc.pinned.fetch_sub(1, Relaxed);
+        }
     }
 
     /// Sends one command and relays its whole response ([`ResponseRelay`]). With

@@ -7,7 +7,6 @@
 //! further attempts get 1047, as MariaDB answers them.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use sidepool_config::ClientAuth;
 use sidepool_protocol::mysql::handshake::{self, ChangeUser, HandshakeResponse41};
@@ -124,13 +123,7 @@ impl Relay {
     /// returned, as when a client leaves), statements, variables, pins and holds.
     async fn reset_for_new_login(&mut self) -> Result<(), SessionError> {
         self.finish(false).await?;
-        self.state.vars.clear();
-        self.statements.clear();
-        self.hold = None;
-        self.long_data = false;
-        if self.pinned.take().is_some() {
-            self.svc.pinned.fetch_sub(1, Relaxed);
-        }
+        self.forget_session_state();
         self.status = StatusFlags::SERVER_STATUS_AUTOCOMMIT;
         Ok(())
     }
