@@ -222,8 +222,8 @@ async fn mariadb_a_session_whose_socket_closes_frees_its_lock_names_and_leaves_t
     assert_eq!(sessions_of(&mut watch, LIM).await, 1);
     let started = Instant::now();
     cut.cut().await;
-    must_poll(&mut watch, &holder_sql(5), 0, Duration::from_secs(2)).await;
-    must_poll(&mut watch, &sessions_sql(LIM), 0, Duration::from_secs(2)).await;
+    must_poll(&mut watch, &holder_sql(5), 0, Duration::from_secs(5)).await;
+    must_poll(&mut watch, &sessions_sql(LIM), 0, Duration::from_secs(5)).await;
     eprintln!(
         "closed socket to free name and session: {:?}",
         started.elapsed()

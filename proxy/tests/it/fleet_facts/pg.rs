@@ -13,8 +13,7 @@ use super::{
     probe,
 };
 use crate::support::harness::{
-    DB, PASSWORD, USER, connect, db_message, must_connect, must_eventually, must_see_active,
-    must_start_pg, sqlstate,
+    DB, PASSWORD, USER, connect, db_message, must_connect, must_eventually, must_start_pg, sqlstate,
 };
 
 const OTHER: &str = "other";
@@ -211,8 +210,9 @@ async fn pg_stat_activity_is_read_once_per_transaction_at_its_first_use() {
 
 /// A `DO` block that returns once `OTHER` has no session, looking `rounds` times 50 ms apart,
 /// and raises `still there` otherwise; `clear` says whether it clears the statistics snapshot
-/// before each look (as the joiner's statement does).
-fn wait_for_room(rounds: u32, clear: bool) -> String {
+/// before each look (as the joiner's statement does). After its first look it takes the
+/// advisory lock `(FLEET_KEY, mark)`, so a test knows that look has happened.
+fn wait_for_room(rounds: u32, clear: bool, mark: i32) -> String {
     let clear = if clear {
         "PERFORM pg_stat_clear_snapshot();"
     } else {
@@ -221,7 +221,9 @@ fn wait_for_room(rounds: u32, clear: bool) -> String {
     format!(
         "DO $$ BEGIN FOR i IN 1..{rounds} LOOP {clear} \
          IF (SELECT count(*) FROM pg_stat_activity WHERE usename = '{OTHER}') = 0 \
-         THEN RETURN; END IF; PERFORM pg_sleep(0.05); END LOOP; \
+         THEN RETURN; END IF; \
+         IF i = 1 THEN PERFORM pg_advisory_lock_shared({FLEET_KEY}, {mark}); END IF; \
+         PERFORM pg_sleep(0.05); END LOOP; \
          RAISE EXCEPTION 'still there'; END $$"
     )
 }
@@ -230,13 +232,15 @@ fn wait_for_room(rounds: u32, clear: bool) -> String {
 async fn pg_a_looping_statement_sees_a_session_leave_only_if_it_clears_the_stats_snapshot() {
     let pg = must_start_with_other();
     let watch = must_connect(&app_dsn(&pg)).await;
-    for clear in [false, true] {
+    for (clear, mark) in [(false, 9), (true, 10)] {
         let joiner = must_connect(&app_dsn(&pg)).await;
         let leaving = must_connect(&pg.dsn(OTHER, OTHER_PASSWORD, DB)).await;
-        let sql = wait_for_room(if clear { 100 } else { 20 }, clear);
-        let statement = sql.clone();
-        let wait = tokio::spawn(async move { joiner.batch_execute(&statement).await });
-        must_see_active(&watch, &sql).await;
+        let sql = wait_for_room(if clear { 100 } else { 20 }, clear, mark);
+        let wait = tokio::spawn(async move { joiner.batch_execute(&sql).await });
+        must_eventually(Duration::from_secs(10), "the first look", || async {
+            !advisory(&watch, mark).await.is_empty()
+        })
+        .await;
         drop(leaving);
         let ended = wait.await.expect("joiner task");
         if clear {
@@ -402,11 +406,11 @@ async fn pg_a_session_whose_socket_closes_frees_its_locks_and_leaves_pg_stat_act
     assert_eq!(backends_of(&watch, OTHER).await, 1);
     let started = Instant::now();
     cut.cut().await;
-    must_eventually(Duration::from_secs(2), "the lock is free", || async {
+    must_eventually(Duration::from_secs(5), "the lock is free", || async {
         advisory(&watch, 5).await.is_empty()
     })
     .await;
-    must_eventually(Duration::from_secs(2), "the backend is gone", || async {
+    must_eventually(Duration::from_secs(5), "the backend is gone", || async {
         backends_of(&watch, OTHER).await == 0
     })
     .await;
