@@ -43,7 +43,7 @@ pub struct PoolChange {
 }
 
 impl PoolChange {
-    /// Whether every change can be pushed into the running pool (limits, leaks, routing).
+    /// Whether every change can be pushed into the running pool (limits, leaks, routing, tcp).
     pub fn is_live(&self) -> bool {
         self.fields.iter().all(|f| f.is_live())
     }
@@ -76,6 +76,9 @@ pub enum PoolField {
     Leaks,
     /// `[pools.routing]`: live.
     Routing,
+    /// `[pools.tcp]`: live; sockets opened or accepted after the reload get the new options,
+    /// open ones keep theirs.
+    Tcp,
     /// `[pools.tls]`: rebuild.
     Tls,
     /// `[[pools.users]]` (names or passwords): rebuild.
@@ -87,7 +90,7 @@ pub enum PoolField {
 impl PoolField {
     /// Whether a change of this group can be applied to a running pool without rebuilding.
     pub fn is_live(self) -> bool {
-        matches!(self, Self::Limits | Self::Leaks | Self::Routing)
+        matches!(self, Self::Limits | Self::Leaks | Self::Routing | Self::Tcp)
     }
 
     /// The TOML key of this group.
@@ -102,6 +105,7 @@ impl PoolField {
             Self::Limits => "limits",
             Self::Leaks => "leaks",
             Self::Routing => "routing",
+            Self::Tcp => "tcp",
             Self::Tls => "tls",
             Self::Users => "users",
             Self::TidbStatusPort => "tidb_status_port",
@@ -166,6 +170,7 @@ fn pool_fields(a: &PoolConfig, b: &PoolConfig) -> Vec<PoolField> {
         (PoolField::Limits, a.limits != b.limits),
         (PoolField::Leaks, a.leaks != b.leaks),
         (PoolField::Routing, a.routing != b.routing),
+        (PoolField::Tcp, a.tcp != b.tcp),
         (PoolField::Tls, a.tls != b.tls),
         (PoolField::Users, a.users != b.users),
         (

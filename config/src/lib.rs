@@ -46,7 +46,8 @@ pub use keyword::{
     ServerTlsMode, UnknownKeyword,
 };
 pub use model::{
-    Admin, Config, Leaks, Limits, Log, PoolConfig, Routing, Runtime, Shutdown, Tls, User,
+    Admin, Config, Leaks, Limits, Log, PoolConfig, Routing, Runtime, Shutdown, Tcp, TcpOptions,
+    Tls, User,
 };
 pub use render::SecretRendering;
 pub use secret::{Secret, SecretSource};

@@ -115,6 +115,8 @@ pub struct PoolConfig {
     pub leaks: Leaks,
     /// `[pools.routing]`: read/write split.
     pub routing: Routing,
+    /// `[pools.tcp]`: keepalive and `TCP_USER_TIMEOUT` of server and client sockets.
+    pub tcp: Tcp,
     /// `[pools.tls]`: optional; absent = no TLS on either side.
     pub tls: Option<Tls>,
     /// `[[pools.users]]`: who may connect, with the passwords sidepool checks and uses upstream.
@@ -164,6 +166,13 @@ pub struct Limits {
     /// server connection in transaction mode before closing the least recently used; at
     /// least 1. Default 200.
     pub prepared_statements_per_connection: u32,
+    /// `query_timeout`: longest a server may take to answer one client request, from the
+    /// request's first byte sent to the answer's last byte received. When it passes, the
+    /// client gets the protocol's own timeout error (PostgreSQL 57014, MySQL 3024), its session
+    /// ends and the server connection is closed, never returned to the pool (PostgreSQL also
+    /// gets a CancelRequest). Applies to requests that start after a reload.
+    /// Default `"0s"` = off (`None`).
+    pub query_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -179,6 +188,7 @@ impl Default for Limits {
             max_clients: 5000,
             connect_timeout: Duration::from_secs(5),
             prepared_statements_per_connection: 200,
+            query_timeout: None,
         }
     }
 }
@@ -241,6 +251,61 @@ impl Default for Routing {
             tidb_read_staleness: Duration::ZERO,
         }
     }
+}
+
+/// `[pools.tcp]`: TCP options of the pool's sockets, so that a peer that vanished without a
+/// FIN or RST (a node gone, packets dropped by a firewall) is noticed in seconds rather than
+/// after the kernel's ~15 minutes of retransmissions. Keys are `server_<option>` for the
+/// connections sidepool opens to the primary and the replicas, `client_<option>` for the
+/// connections it accepts. A reload applies them to connections opened after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tcp {
+    /// `server_*`. Defaults: keepalive after 15s idle, every 5s, 3 probes (a silent server is
+    /// dropped 30s after its last packet); user timeout 30s (unacknowledged data for 30s drops
+    /// the connection).
+    pub server: TcpOptions,
+    /// `client_*`. Defaults: keepalive after 60s idle, every 10s, 6 probes (a vanished client
+    /// frees its server connection 2 minutes after its last packet); no user timeout (a client
+    /// may be slow to read a large result).
+    pub client: TcpOptions,
+}
+
+impl Default for Tcp {
+    fn default() -> Self {
+        Self {
+            server: TcpOptions {
+                keepalive_idle: Some(Duration::from_secs(15)),
+                keepalive_interval: Duration::from_secs(5),
+                keepalive_count: 3,
+                user_timeout: Some(Duration::from_secs(30)),
+            },
+            client: TcpOptions {
+                keepalive_idle: Some(Duration::from_secs(60)),
+                keepalive_interval: Duration::from_secs(10),
+                keepalive_count: 6,
+                user_timeout: None,
+            },
+        }
+    }
+}
+
+/// The options of one side of `[pools.tcp]` (key prefix `server_` or `client_`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// `<side>_keepalive_idle`: silence before the first keepalive probe (`TCP_KEEPIDLE`);
+    /// whole seconds, 1s to 32767s. `"0s"` = no keepalive (`None`).
+    pub keepalive_idle: Option<Duration>,
+    /// `<side>_keepalive_interval`: between unanswered probes (`TCP_KEEPINTVL`); whole seconds,
+    /// 1s to 32767s.
+    pub keepalive_interval: Duration,
+    /// `<side>_keepalive_count`: unanswered probes before the connection is dropped
+    /// (`TCP_KEEPCNT`); 1 to 127.
+    pub keepalive_count: u32,
+    /// `<side>_user_timeout`: longest sent data may stay unacknowledged before the connection
+    /// is dropped (`TCP_USER_TIMEOUT`, Linux); whole milliseconds, at most 24 days. Also bounds
+    /// keepalive: it should not be below idle + interval x count. `"0s"` = the kernel's
+    /// retransmission limits (`None`).
+    pub user_timeout: Option<Duration>,
 }
 
 /// `[pools.tls]`. Relative paths are resolved against the config file's directory by

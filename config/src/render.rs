@@ -108,6 +108,11 @@ fn write_pool(out: &mut String, p: &PoolConfig, secrets: SecretRendering) -> std
         "prepared_statements_per_connection = {}",
         l.prepared_statements_per_connection
     )?;
+    writeln!(
+        out,
+        "query_timeout = {}",
+        duration(l.query_timeout.unwrap_or_default())
+    )?;
 
     writeln!(out, "\n[pools.leaks]")?;
     writeln!(out, "threshold = {}", duration(p.leaks.threshold))?;
@@ -130,6 +135,17 @@ fn write_pool(out: &mut String, p: &PoolConfig, secrets: SecretRendering) -> std
         "tidb_read_staleness = {}",
         duration(r.tidb_read_staleness)
     )?;
+
+    writeln!(out, "\n[pools.tcp]")?;
+    for (side, o) in [("server", &p.tcp.server), ("client", &p.tcp.client)] {
+        let idle = duration(o.keepalive_idle.unwrap_or_default());
+        writeln!(out, "{side}_keepalive_idle = {idle}")?;
+        let interval = duration(o.keepalive_interval);
+        writeln!(out, "{side}_keepalive_interval = {interval}")?;
+        writeln!(out, "{side}_keepalive_count = {}", o.keepalive_count)?;
+        let user = duration(o.user_timeout.unwrap_or_default());
+        writeln!(out, "{side}_user_timeout = {user}")?;
+    }
 
     if let Some(t) = &p.tls {
         writeln!(out, "\n[pools.tls]")?;

@@ -53,8 +53,10 @@ pub fn service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartE
         &p.primary.to_string(),
         Role::Primary,
     ));
+    let tcp = crate::net::shared(&p.tcp);
     let connector = DmConnector {
         addr: p.primary.to_string(),
+        tcp: tcp.clone(),
     };
     let primary = DmPool::with_observer(
         connector,
@@ -62,7 +64,7 @@ pub fn service(p: &PoolConfig, ctx: &Context) -> Result<Arc<dyn Service>, StartE
         metrics.clone(),
     );
     Ok(Arc::new(DmService {
-        core: PoolCore::new(p, Arc::new(primary.clone()), metrics),
+        core: PoolCore::new(p, Arc::new(primary.clone()), metrics, tcp),
         primary,
         rules: FrameRules::default(),
     }))

@@ -128,6 +128,15 @@ pub enum SessionError {
     /// The client did not finish logging in in time.
     #[error("client did not finish logging in within {0:?}")]
     LoginTimeout(std::time::Duration),
+    /// The server did not finish answering a request within `[pools.limits] query_timeout`;
+    /// its connection is closed.
+    #[error("the server at {addr} did not finish answering within query_timeout ({after:?})")]
+    QueryTimeout {
+        /// `host:port` of the backend.
+        addr: String,
+        /// The `query_timeout` that passed.
+        after: std::time::Duration,
+    },
 }
 
 impl SessionError {
@@ -138,6 +147,7 @@ impl SessionError {
                 Side::Client
             }
             Self::Backend(e) => e.side(),
+            Self::QueryTimeout { .. } => Side::Server,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! no cycle): [`server`] starts, reloads and drains; it asks each protocol ([`pg`], [`mysql`],
 //! [`dm`]) to build its pools' services; those build on the protocol-blind core: [`context`],
 //! [`service`], [`backend`], [`route`], [`leaks`], [`console`], [`session`], [`settings`],
-//! [`telemetry`], [`tls`], [`io`] and [`error`].
+//! [`telemetry`], [`tls`], [`io`], [`net`] and [`error`].
 
 pub mod admin;
 pub mod backend;
@@ -21,6 +21,7 @@ pub mod io;
 pub mod leaks;
 pub mod lifecycle;
 pub mod mysql;
+pub mod net;
 pub mod pg;
 pub mod route;
 pub mod server;

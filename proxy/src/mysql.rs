@@ -65,8 +65,10 @@ fn build(p: &PoolConfig, telemetry: &Telemetry) -> Result<MyService, TlsError> {
         .map(|u| (u.name.clone(), u.password.expose().to_owned()))
         .collect();
     let greeting = Arc::new(Mutex::new(None));
+    let tcp = crate::net::shared(&p.tcp);
     let connector = MyConnector {
         addr: p.primary.to_string(),
+        tcp: tcp.clone(),
         passwords: users.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         greeting: greeting.clone(),
         tls: server_tls,
@@ -88,7 +90,7 @@ fn build(p: &PoolConfig, telemetry: &Telemetry) -> Result<MyService, TlsError> {
         )),
         _ => None,
     };
-    let mut core = PoolCore::new(p, backend, metrics);
+    let mut core = PoolCore::new(p, backend, metrics, tcp);
     let (replicas, service_states) = replica_pools(p, telemetry, &users, &health, &mut core)?;
     let check_key = Arc::new(Mutex::new(None));
     spawn_checks(
@@ -138,6 +140,7 @@ fn replica_pools(
         };
         let connector = MyConnector {
             addr: addr.to_string(),
+            tcp: core.tcp.clone(),
             passwords: users.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             // Clients are greeted with the primary's greeting only.
             greeting: Arc::new(Mutex::new(None)),

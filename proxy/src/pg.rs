@@ -73,10 +73,12 @@ pub fn service(
         .iter()
         .map(|(k, u)| (k.clone(), u.password.clone()))
         .collect();
+    let tcp = crate::net::shared(&p.tcp);
     let connector = PgConnector {
         addr: p.primary.to_string(),
         passwords: passwords.clone(),
         tls: server_tls,
+        tcp: tcp.clone(),
     };
     let metrics = Arc::new(ctx.telemetry.pool_metrics(
         &p.name,
@@ -84,7 +86,7 @@ pub fn service(
         Role::Primary,
     ));
     let primary = PgPool::with_observer(connector, pool_settings(&p.limits), metrics.clone());
-    let mut core = PoolCore::new(p, Arc::new(primary.clone()), metrics);
+    let mut core = PoolCore::new(p, Arc::new(primary.clone()), metrics, tcp);
     let replicas = replica_pools(p, ctx, &passwords, &mut core)?;
     // Replica checks log in as the first configured user to `postgres` until a client logs in.
     let first_user = p.users.first().map_or("postgres", |u| u.name.as_str());
@@ -137,6 +139,7 @@ fn replica_pools(
             passwords: passwords.clone(),
             tls: ServerTls::from_config(p.tls.as_ref(), &addr.host)
                 .map_err(|source| StartError::tls(&p.name, source))?,
+            tcp: core.tcp.clone(),
         };
         let metrics = Arc::new(ctx.telemetry.pool_metrics(
             &p.name,

@@ -497,6 +497,9 @@ fn apply_live(running: &Running, p: &PoolConfig, changed: &[PoolField]) {
     if changed.contains(&PoolField::Routing) {
         crate::route::reconfigure(&core.routing, &core.replicas, p);
     }
+    if changed.contains(&PoolField::Limits) || changed.contains(&PoolField::Tcp) {
+        core.set_network(&p.tcp, p.limits.query_timeout);
+    }
     if changed.contains(&PoolField::Leaks) {
         core.leaks.send_replace(LeakSettings::from_config(&p.leaks));
     }

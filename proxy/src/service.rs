@@ -8,17 +8,19 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use sidepool_config::{PoolConfig, PoolMode, Protocol};
+use sidepool_config::{PoolConfig, PoolMode, Protocol, Tcp};
 use sidepool_pool::PoolSettings;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::backend::{Backend, BoxFuture};
+use crate::net::SharedTcp;
 use crate::route::{Replica, Routing, RoutingSettings};
 use crate::session::ClientInfo;
 use crate::settings::LeakSettings;
@@ -42,6 +44,10 @@ pub struct PoolCore {
     pub metrics: Arc<PoolMetrics>,
     /// The `max_clients` limit, for the error text.
     pub max_clients: u32,
+    /// `[pools.tcp]` in force, shared with the connectors (live on reload).
+    pub tcp: SharedTcp,
+    /// `[pools.limits] query_timeout` in force in nanoseconds, 0 = off (live on reload).
+    query_timeout: AtomicU64,
     /// Clients connected now (past the `max_clients` check).
     pub clients: AtomicU64,
     /// Clients pinned to their server connection now (transaction mode).
@@ -87,8 +93,13 @@ pub struct BackendView<'a> {
 }
 
 impl PoolCore {
-    /// A core for pool `p` with all counters at zero.
-    pub fn new(p: &PoolConfig, backend: Arc<dyn Backend>, metrics: Arc<PoolMetrics>) -> Self {
+    /// A core for pool `p` with all counters at zero; `tcp` is the cell its connectors read.
+    pub fn new(
+        p: &PoolConfig,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<PoolMetrics>,
+        tcp: SharedTcp,
+    ) -> Self {
         PoolCore {
             name: p.name.as_str().into(),
             protocol: p.protocol,
@@ -97,6 +108,8 @@ impl PoolCore {
             backend,
             metrics,
             max_clients: p.limits.max_clients,
+            tcp,
+            query_timeout: AtomicU64::new(nanos(p.limits.query_timeout)),
             clients: AtomicU64::new(0),
             pinned: AtomicU64::new(0),
             pins_total: AtomicU64::new(0),
@@ -145,6 +158,22 @@ impl PoolCore {
         }
     }
 
+    /// `query_timeout` in force (`None`: off).
+    pub fn query_timeout(&self) -> Option<Duration> {
+        match self.query_timeout.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
+
+    /// New `[pools.tcp]` and `query_timeout` (reload): sockets opened and requests started
+    /// from now on get them.
+    pub fn set_network(&self, tcp: &Tcp, query_timeout: Option<Duration>) {
+        *self.tcp.write() = *tcp;
+        self.query_timeout
+            .store(nanos(query_timeout), Ordering::Relaxed);
+    }
+
     /// Stops the health checks and closes every backend's pool: idle connections now,
     /// checked-out ones when returned.
     pub async fn close(&self) {
@@ -171,6 +200,13 @@ impl PoolCore {
         // The sender lives as long as `self`, so this only ends by resuming.
         let _ = rx.wait_for(|paused| !paused).await;
     }
+}
+
+/// `d` in nanoseconds for an atomic (0 = off; beyond 584 years is saturated).
+fn nanos(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+    })
 }
 
 /// The logged-in clients of one pool.

@@ -17,6 +17,7 @@ const POOL_KEYS: &[&str] = &[
     "limits",
     "leaks",
     "routing",
+    "tcp",
     "tls",
     "users",
     "tidb_status_port",
@@ -65,6 +66,8 @@ pub(super) fn build(ctx: &mut Ctx<'_>, s: &Section<'_>) -> Built {
     let leaks = sections::leaks(ctx, leaks.as_ref());
     let routing = s.section(ctx, "routing");
     let routing = sections::routing(ctx, routing.as_ref(), protocol);
+    let tcp = s.section(ctx, "tcp");
+    let tcp = sections::tcp(ctx, tcp.as_ref());
     let tls = s.section(ctx, "tls").map(|t| sections::tls(ctx, &t));
     let trust = client_auth == Some(ClientAuth::Trust);
     let users = sections::users(ctx, s, trust);
@@ -89,6 +92,7 @@ pub(super) fn build(ctx: &mut Ctx<'_>, s: &Section<'_>) -> Built {
             limits,
             leaks,
             routing,
+            tcp,
             tls,
             users,
             tidb_status_port,

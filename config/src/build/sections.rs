@@ -7,7 +7,7 @@ use crate::keyword::TIDB_REPLICA_READ;
 use crate::secret::{SecretSource, expand_env};
 use crate::tree::{Ctx, Field, Section, suggest};
 use crate::{ClientTlsMode, Leaks, Limits, ProblemKind, Protocol, Routing, Secret, ServerTlsMode};
-use crate::{Tls, User};
+use crate::{Tcp, TcpOptions, Tls, User};
 
 /// `[pools.limits]`; `None` = all defaults.
 pub(super) fn limits(ctx: &mut Ctx<'_>, s: Option<&Section<'_>>) -> Limits {
@@ -26,6 +26,7 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, s: Option<&Section<'_>>) -> Limits {
             "max_clients",
             "connect_timeout",
             "prepared_statements_per_connection",
+            "query_timeout",
         ],
     );
     let u32_of = |ctx: &mut Ctx<'_>, key, min| s.get(key).and_then(|f| f.u32(ctx, min));
@@ -91,6 +92,9 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, s: Option<&Section<'_>>) -> Limits {
     if let Some(n) = u32_of(ctx, "prepared_statements_per_connection", 1) {
         limits.prepared_statements_per_connection = n;
     }
+    if let Some(d) = dur_of(ctx, "query_timeout") {
+        limits.query_timeout = (!d.is_zero()).then_some(d);
+    }
     limits
 }
 
@@ -102,6 +106,101 @@ fn positive(ctx: &mut Ctx<'_>, f: &Field<'_>) -> Option<Duration> {
         return None;
     }
     Some(d)
+}
+
+/// Linux's ceiling of `TCP_KEEPIDLE` and `TCP_KEEPINTVL` (`MAX_TCP_KEEPIDLE`), in seconds.
+const MAX_KEEPALIVE_SECS: u64 = 32_767;
+/// Linux's ceiling of `TCP_KEEPCNT` (`MAX_TCP_KEEPCNT`).
+const MAX_KEEPALIVE_COUNT: u32 = 127;
+/// `TCP_USER_TIMEOUT` is an `int` of milliseconds.
+const MAX_USER_TIMEOUT_MS: u128 = i32::MAX as u128;
+
+/// `[pools.tcp]`; `None` = all defaults.
+pub(super) fn tcp(ctx: &mut Ctx<'_>, s: Option<&Section<'_>>) -> Tcp {
+    let mut tcp = Tcp::default();
+    let Some(s) = s else { return tcp };
+    s.check_keys(
+        ctx,
+        &[
+            "server_keepalive_idle",
+            "server_keepalive_interval",
+            "server_keepalive_count",
+            "server_user_timeout",
+            "client_keepalive_idle",
+            "client_keepalive_interval",
+            "client_keepalive_count",
+            "client_user_timeout",
+        ],
+    );
+    tcp_side(ctx, s, "server", &mut tcp.server);
+    tcp_side(ctx, s, "client", &mut tcp.client);
+    tcp
+}
+
+/// The `<side>_*` keys of `[pools.tcp]` into `o`.
+fn tcp_side(ctx: &mut Ctx<'_>, s: &Section<'_>, side: &str, o: &mut TcpOptions) {
+    let key = |option: &str| format!("{side}_{option}");
+    if let Some(f) = s.get(&key("keepalive_idle")) {
+        match f.duration(ctx) {
+            Some(d) if d.is_zero() => o.keepalive_idle = None,
+            Some(_) => {
+                if let Some(d) = keepalive_secs(ctx, &f) {
+                    o.keepalive_idle = Some(d);
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some(d) = s
+        .get(&key("keepalive_interval"))
+        .and_then(|f| keepalive_secs(ctx, &f))
+    {
+        o.keepalive_interval = d;
+    }
+    if let Some(f) = s.get(&key("keepalive_count"))
+        && let Some(n) = f.u32(ctx, 1)
+    {
+        if n <= MAX_KEEPALIVE_COUNT {
+            o.keepalive_count = n;
+        } else {
+            f.problem(
+                ctx,
+                format!("must be at most {MAX_KEEPALIVE_COUNT}, found {n}"),
+            );
+        }
+    }
+    if let Some(f) = s.get(&key("user_timeout"))
+        && let Some(d) = f.duration(ctx)
+    {
+        if d.subsec_nanos() % 1_000_000 != 0 {
+            f.problem(ctx, "TCP_USER_TIMEOUT takes whole milliseconds");
+        } else if d.as_millis() > MAX_USER_TIMEOUT_MS {
+            f.problem(
+                ctx,
+                "must be at most 24 days (TCP_USER_TIMEOUT is an int of milliseconds)",
+            );
+        } else {
+            o.user_timeout = (!d.is_zero()).then_some(d);
+        }
+    }
+}
+
+/// A keepalive time: whole seconds from 1s to Linux's ceiling.
+fn keepalive_secs(ctx: &mut Ctx<'_>, f: &Field<'_>) -> Option<Duration> {
+    let d = f.duration(ctx)?;
+    if d.subsec_nanos() != 0 {
+        f.problem(ctx, "keepalive times are whole seconds; write e.g. \"15s\"");
+    } else if d.is_zero() {
+        f.problem(ctx, "must be at least 1s");
+    } else if d.as_secs() > MAX_KEEPALIVE_SECS {
+        f.problem(
+            ctx,
+            format!("must be at most {MAX_KEEPALIVE_SECS}s (the kernel's limit)"),
+        );
+    } else {
+        return Some(d);
+    }
+    None
 }
 
 /// `[pools.leaks]`; `None` = all defaults.

@@ -905,3 +905,87 @@ fn a_tidb_pool_may_split_reads_without_replicas() {
     assert!(p.replicas.is_empty() && p.routing.split);
     assert_eq!(p.routing.tidb_read_staleness, Duration::from_secs(5));
 }
+
+// ---- [pools.tcp] and query_timeout ----
+
+#[test]
+fn tcp_options_default_to_quick_server_and_gentle_client_detection() {
+    let p = &must_parse(POOL).pools[0];
+    let s = p.tcp.server;
+    assert_eq!(s.keepalive_idle, Some(Duration::from_secs(15)));
+    assert_eq!(s.keepalive_interval, Duration::from_secs(5));
+    assert_eq!(s.keepalive_count, 3);
+    assert_eq!(s.user_timeout, Some(Duration::from_secs(30)));
+    // A silent server is given up idle + interval x count after its last packet: under 1 min.
+    let silent = s.keepalive_idle.unwrap() + s.keepalive_interval * s.keepalive_count;
+    assert!(silent <= s.user_timeout.unwrap() && silent < Duration::from_secs(60));
+    let c = p.tcp.client;
+    assert_eq!(c.keepalive_idle, Some(Duration::from_secs(60)));
+    assert_eq!(c.keepalive_interval, Duration::from_secs(10));
+    assert_eq!(c.keepalive_count, 6);
+    assert_eq!(c.user_timeout, None);
+    assert_eq!(p.limits.query_timeout, None);
+}
+
+#[test]
+fn every_tcp_key_and_query_timeout_parse_into_their_fields() {
+    let c = must_parse(&with_pool(
+        "[pools.limits]\nquery_timeout = \"1s500ms\"\n[pools.tcp]\n\
+         server_keepalive_idle = \"20s\"\nserver_keepalive_interval = \"2s\"\n\
+         server_keepalive_count = 4\nserver_user_timeout = \"1m500ms\"\n\
+         client_keepalive_idle = \"0s\"\nclient_keepalive_interval = \"30s\"\n\
+         client_keepalive_count = 127\nclient_user_timeout = \"2m\"\n",
+    ));
+    let p = &c.pools[0];
+    assert_eq!(p.limits.query_timeout, Some(Duration::from_millis(1500)));
+    let want_server = TcpOptions {
+        keepalive_idle: Some(Duration::from_secs(20)),
+        keepalive_interval: Duration::from_secs(2),
+        keepalive_count: 4,
+        user_timeout: Some(Duration::from_millis(60_500)),
+    };
+    let want_client = TcpOptions {
+        keepalive_idle: None,
+        keepalive_interval: Duration::from_secs(30),
+        keepalive_count: 127,
+        user_timeout: Some(Duration::from_secs(120)),
+    };
+    assert_eq!((p.tcp.server, p.tcp.client), (want_server, want_client));
+    let off = must_parse(&with_pool(
+        "[pools.limits]\nquery_timeout = \"0s\"\n[pools.tcp]\nserver_user_timeout = \"0s\"\n",
+    ));
+    assert_eq!(off.pools[0].limits.query_timeout, None);
+    assert_eq!(off.pools[0].tcp.server.user_timeout, None);
+}
+
+#[test]
+fn bad_tcp_values_are_all_reported_with_their_lines() {
+    let text = format!(
+        "{POOL}[pools.tcp]\nserver_keepalive_idle = \"1s500ms\"\nserver_keepalive_interval = \"0s\"\n\
+         server_keepalive_count = 128\nserver_user_timeout = \"1ms5us\"\n\
+         client_keepalive_idle = \"40000s\"\nclient_keepalive_count = 0\nclient_keepalive_cnt = 1\n\
+         client_user_timeout = \"25d\"\n"
+    );
+    let errors = parse(&text, "sidepool.toml", &crate::testutil::env).unwrap_err();
+    let lines: Vec<String> = errors.to_string().lines().map(str::to_owned).collect();
+    assert_eq!(
+        lines,
+        [
+            "sidepool.toml:8:25: pools[0].tcp.server_keepalive_idle: keepalive times are whole seconds; write e.g. \"15s\"",
+            "sidepool.toml:9:29: pools[0].tcp.server_keepalive_interval: must be at least 1s",
+            "sidepool.toml:10:26: pools[0].tcp.server_keepalive_count: must be at most 127, found 128",
+            "sidepool.toml:11:23: pools[0].tcp.server_user_timeout: TCP_USER_TIMEOUT takes whole milliseconds",
+            "sidepool.toml:12:25: pools[0].tcp.client_keepalive_idle: must be at most 32767s (the kernel's limit)",
+            "sidepool.toml:13:26: pools[0].tcp.client_keepalive_count: must be at least 1, found 0",
+            "sidepool.toml:14:1: pools[0].tcp.client_keepalive_cnt: unknown key `client_keepalive_cnt`; did you mean `client_keepalive_count`?",
+            "sidepool.toml:15:23: pools[0].tcp.client_user_timeout: unknown unit `d` in duration \"25d\"; units are h, m, s, ms, us, ns",
+        ]
+    );
+    let p = must_fail_once(&with_pool("[pools.tcp]\nclient_user_timeout = \"600h\"\n"));
+    assert_problem(
+        &p,
+        "pools[0].tcp.client_user_timeout",
+        Value,
+        "at most 24 days",
+    );
+}

@@ -147,3 +147,17 @@ fn toggling_split_rebuilds_a_tidb_pool_and_tidb_settings_stay_live() {
     let pg_on = must_parse(&format!("{POOL}[pools.routing]\nsplit = true\n"));
     assert!(diff(&must_parse(POOL), &pg_on).pools_changed[0].is_live());
 }
+
+#[test]
+fn tcp_and_query_timeout_changes_are_live() {
+    let old = must_parse(&two_pools("", ""));
+    let new = must_parse(&two_pools(
+        "[pools.limits]\nquery_timeout = \"10s\"\n[pools.tcp]\nserver_keepalive_idle = \"5s\"\n",
+        "",
+    ));
+    let d = diff(&old, &new);
+    let change = &d.pools_changed[0];
+    assert_eq!(change.fields, [PoolField::Limits, PoolField::Tcp]);
+    assert!(change.is_live());
+    assert_eq!(PoolField::Tcp.as_str(), "tcp");
+}

@@ -7,6 +7,7 @@ use sidepool_pool::{Connector, Pool};
 use sidepool_protocol::dm::FrameRules;
 use tokio::net::TcpStream;
 
+use crate::net::SharedTcp;
 use crate::service::PoolCore;
 use crate::session::ClientInfo;
 
@@ -15,6 +16,8 @@ use crate::session::ClientInfo;
 pub struct DmConnector {
     /// `host:port` of the server.
     pub addr: String,
+    /// `[pools.tcp]` of the pool; its `server_*` options go on every new socket.
+    pub tcp: SharedTcp,
 }
 
 impl Connector for DmConnector {
@@ -25,9 +28,8 @@ impl Connector for DmConnector {
     type Error = std::io::Error;
 
     async fn connect(&self, _key: &()) -> std::io::Result<TcpStream> {
-        let stream = TcpStream::connect(&self.addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
+        let tcp = self.tcp.read().server;
+        crate::net::connect(&self.addr, &tcp).await
     }
 }
 

@@ -52,6 +52,10 @@ pub async fn admit<S: ClientSide>(
 ) {
     let _ = stream.set_nodelay(true);
     let core = svc.pool_core();
+    let options = core.tcp.read().client;
+    if let Err(e) = crate::net::apply(&stream, &options) {
+        debug!(pool = %core.name, client.addr = %addr, error = %e, "client socket options not set");
+    }
     if permit.is_none() {
         let message = format!(
             "sidepool: too many client connections to pool \"{}\" (max_clients {})",

@@ -7,17 +7,18 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use sidepool_config::TcpOptions;
 use sidepool_protocol::mysql::handshake::{self, Greeting, HandshakeResponse41};
 use sidepool_protocol::mysql::response::{self, Event, Expect, OkPacket, PrepareOk, Tracker};
 use sidepool_protocol::mysql::{
     CapabilityFlags, StatusFlags, auth, command, lenenc_int, lenenc_str, packet,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::tidb::Health;
 use super::tidb::replica_read::Applied;
 use crate::error::BackendError;
+use crate::net::SharedTcp;
 use crate::tls::{ServerTls, Stream, TlsError};
 
 /// Cap on a packet sidepool reads whole in its own exchanges.
@@ -72,6 +73,8 @@ pub struct SessionState {
 pub struct MyConnector {
     /// `host:port`, resolved on every connect.
     pub addr: String,
+    /// `[pools.tcp]` of the pool; its `server_*` options go on every new socket.
+    pub tcp: SharedTcp,
     /// Password per user name.
     pub passwords: BTreeMap<String, String>,
     /// The last greeting a server sent, for the greeting sidepool sends clients.
@@ -108,7 +111,8 @@ impl sidepool_pool::Connector for MyConnector {
                 payload: Bytes::from(response::err_packet(code, "HY000", &why)),
             });
         }
-        let mut conn = ServerConn::connect(&self.addr, &self.tls, key, password).await?;
+        let tcp = self.tcp.read().server;
+        let mut conn = ServerConn::connect(&self.addr, &self.tls, &tcp, key, password).await?;
         conn.health = Some(self.health.clone());
         if let Some(routing) = &self.replica_read {
             let applied = Applied::now(routing);
@@ -281,6 +285,7 @@ impl ServerConn {
     pub async fn connect(
         addr: &str,
         tls: &ServerTls,
+        tcp: &TcpOptions,
         key: &ConnKey,
         password: &str,
     ) -> Result<ServerConn, BackendError> {
@@ -288,8 +293,7 @@ impl ServerConn {
             addr: addr.to_owned(),
             source: e,
         };
-        let tcp = TcpStream::connect(addr).await.map_err(io)?;
-        tcp.set_nodelay(true).map_err(io)?;
+        let tcp = crate::net::connect(addr, tcp).await.map_err(io)?;
         let mut stream = Stream::Plain(tcp);
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let (_, hello) = read_one(&mut stream, &mut buf, addr).await?;

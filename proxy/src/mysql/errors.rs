@@ -33,6 +33,9 @@ pub const HANDSHAKE_ERROR: u16 = 1043;
 /// `ER_SECURE_TRANSPORT_REQUIRED` (3159).
 pub const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
 
+/// `ER_QUERY_TIMEOUT`: MySQL's and TiDB's `max_execution_time` error (SQLSTATE HY000).
+pub const QUERY_TIMEOUT: u16 = 3024;
+
 /// SQLSTATE per error number (MySQL's `sql_state.h`).
 fn state(code: u16) -> &'static str {
     match code {

@@ -35,6 +35,9 @@ use machine::{Action, ClientStatement, Hold, Outcome, Progress, ResponseRelay, S
 /// reads commands whole, so it keeps a lower cap).
 const MAX_COMMAND: usize = 256 << 20;
 
+/// How long the error after a `query_timeout` may take to reach the client.
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 mod change_user;
 mod machine;
 pub mod routing;
@@ -466,9 +469,49 @@ impl Relay {
         }
     }
 
-    /// Sends one command and relays its whole response ([`ResponseRelay`]). With
-    /// `client_id`, a COM_STMT_PREPARE_OK's statement id is replaced by it.
+    /// Sends one command and relays its whole response ([`ResponseRelay`]) within the pool's
+    /// `query_timeout` (one timer per command). With `client_id`, a COM_STMT_PREPARE_OK's
+    /// statement id is replaced by it.
     async fn relay(
+        &mut self,
+        seq: u8,
+        payload: &[u8],
+        expect: Expect,
+        client_id: Option<u32>,
+    ) -> Result<Outcome, SessionError> {
+        let Some(limit) = self.svc.core.query_timeout() else {
+            return self.relay_response(seq, payload, expect, client_id).await;
+        };
+        let response = self.relay_response(seq, payload, expect, client_id);
+        match tokio::time::timeout(limit, response).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.query_timed_out(seq, limit).await),
+        }
+    }
+
+    /// The command outlived `query_timeout`: the server connection is closed, never returned,
+    /// the client gets ER_QUERY_TIMEOUT (bounded, in case it stopped reading) and the session
+    /// ends.
+    async fn query_timed_out(&mut self, seq: u8, after: std::time::Duration) -> SessionError {
+        let mut addr = self.svc.primary_addr.clone();
+        if let Some(att) = self.server.take() {
+            addr.clone_from(&att.conn.addr);
+            att.conn.discard();
+        }
+        tracing::warn!(server.addr = %addr, query_timeout = ?after, "query timed out; server connection closed");
+        let msg = format!(
+            "sidepool: query execution was interrupted, query_timeout ({}) of pool \"{}\" \
+             exceeded; the connection is closed",
+            sidepool_config::format_duration(after),
+            self.svc.name
+        );
+        let err = errors::error(seq.wrapping_add(1), errors::QUERY_TIMEOUT, &msg);
+        let _ = tokio::time::timeout(REPLY_TIMEOUT, self.client.write_all(&err)).await;
+        SessionError::QueryTimeout { addr, after }
+    }
+
+    /// [`Self::relay`] without the timeout.
+    async fn relay_response(
         &mut self,
         seq: u8,
         payload: &[u8],

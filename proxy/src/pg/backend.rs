@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use sidepool_config::TcpOptions;
 use sidepool_protocol::pg::auth::{self, ScramClient};
 use sidepool_protocol::pg::backend::{self as be, Authentication};
 use sidepool_protocol::pg::{TransactionStatus, frame, frontend, startup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::error::BackendError;
+use crate::net::SharedTcp;
 use crate::tls::{ServerTls, Stream};
 
 /// Cap on a server message sidepool reads whole while it runs its own exchanges.
@@ -37,6 +38,8 @@ pub struct PgConnector {
     pub passwords: BTreeMap<String, String>,
     /// TLS to the server (`[pools.tls] server_mode`).
     pub tls: ServerTls,
+    /// `[pools.tcp]` of the pool; its `server_*` options go on every new socket.
+    pub tcp: SharedTcp,
 }
 
 impl std::fmt::Debug for PgConnector {
@@ -56,7 +59,8 @@ impl sidepool_pool::Connector for PgConnector {
 
     async fn connect(&self, key: &ConnKey) -> Result<ServerConn, BackendError> {
         let password = self.passwords.get(&*key.user).map(String::as_str);
-        ServerConn::connect(&self.addr, &self.tls, key, password).await
+        let tcp = self.tcp.read().server;
+        ServerConn::connect(&self.addr, &self.tls, &tcp, key, password).await
     }
 }
 
@@ -103,7 +107,7 @@ impl Drop for ServerConn {
 }
 
 impl ServerConn {
-    /// Connects and logs in as `key.user` to `key.database`.
+    /// Connects with the socket options `tcp` and logs in as `key.user` to `key.database`.
     ///
     /// # Errors
     /// Unreachable address, an auth method sidepool cannot answer, a wrong password, or any
@@ -111,6 +115,7 @@ impl ServerConn {
     pub async fn connect(
         addr: &str,
         tls: &ServerTls,
+        tcp: &TcpOptions,
         key: &ConnKey,
         password: Option<&str>,
     ) -> Result<ServerConn, BackendError> {
@@ -118,8 +123,7 @@ impl ServerConn {
             addr: addr.to_owned(),
             source: e,
         };
-        let tcp = TcpStream::connect(addr).await.map_err(io)?;
-        tcp.set_nodelay(true).map_err(io)?;
+        let tcp = crate::net::connect(addr, tcp).await.map_err(io)?;
         let peer = tcp.peer_addr().map_err(io)?;
         let mut stream = tls.connect(tcp).await?;
         let mut conn = Handshake {

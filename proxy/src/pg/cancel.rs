@@ -84,18 +84,25 @@ impl CancelRegistry {
             }
             slot.0.lock().clone()
         };
-        let Some(target) = target else { return };
-        match TcpStream::connect(target.addr).await {
-            Ok(mut s) => {
-                let _ = s
-                    .write_all(&startup::cancel_request(target.pid, &target.secret))
-                    .await;
-                let _ = s.shutdown().await;
-                tracing::debug!(server.addr = %target.addr, "forwarded cancel request");
-            }
-            Err(e) => {
-                tracing::warn!(server.addr = %target.addr, error = %e, "cannot forward cancel request")
-            }
+        if let Some(target) = target {
+            send(&target).await;
+        }
+    }
+}
+
+/// Sends a CancelRequest for `target`'s running query on a connection of its own; failures
+/// are logged, not returned (a cancel is best effort, as in PostgreSQL).
+pub async fn send(target: &CancelTarget) {
+    match TcpStream::connect(target.addr).await {
+        Ok(mut s) => {
+            let _ = s
+                .write_all(&startup::cancel_request(target.pid, &target.secret))
+                .await;
+            let _ = s.shutdown().await;
+            tracing::debug!(server.addr = %target.addr, "forwarded cancel request");
+        }
+        Err(e) => {
+            tracing::warn!(server.addr = %target.addr, error = %e, "cannot forward cancel request")
         }
     }
 }

@@ -24,6 +24,8 @@ pub const INVALID_AUTHORIZATION: &str = "28000";
 pub const PROTOCOL_VIOLATION: &str = "08P01";
 /// `feature_not_supported`.
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// `query_canceled`: what PostgreSQL's own `statement_timeout` reports.
+pub const QUERY_CANCELED: &str = "57014";
 
 /// Builds an ErrorResponse with a hint.
 pub fn error(severity: Severity, code: &str, message: &str, hint: Option<&str>) -> Bytes {

@@ -35,7 +35,7 @@ use tokio::io::AsyncWriteExt;
 use self::machine::{ClientStep, ConnSide, Env, Link, Machine, SqlRoute, Unattached};
 use super::backend::ServerConn;
 use super::cancel::Registration;
-use super::errors::{self, CONNECTION_FAILURE, PROTOCOL_VIOLATION, error};
+use super::errors::{self, CONNECTION_FAILURE, PROTOCOL_VIOLATION, QUERY_CANCELED, error};
 use super::login::Login;
 use super::service::PgService;
 use crate::error::{BackendError, SessionError};
@@ -118,7 +118,12 @@ enum Event {
     Client(std::io::Result<usize>),
     Server(std::io::Result<usize>),
     Killed,
+    QueryTimeout,
 }
+
+/// How long the CancelRequest sent for a request past `query_timeout` may take; the server
+/// connection is closed either way.
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One logged-in client.
 pub(crate) struct Relay {
@@ -147,6 +152,11 @@ pub(crate) struct Relay {
     /// The next client message waits for the attached replica connection to be returned
     /// ([`routing`]); the client is not read meanwhile.
     held: bool,
+    /// `query_timeout` of the request in flight (`None`: not timed).
+    query_limit: Option<std::time::Duration>,
+    /// Fires `query_limit` after the request in flight started; set once per request, not
+    /// per message. Boxed and made at the first timed request: idle sessions stay small.
+    query_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Relay {
@@ -176,6 +186,8 @@ impl Relay {
             closing: false,
             ryw: Default::default(),
             held: false,
+            query_limit: None,
+            query_timer: None,
         };
         let result = relay.run().await;
         if relay.machine.pinned.is_some() {
@@ -185,29 +197,17 @@ impl Relay {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         if let Err(e) = &result {
-            let (code, msg) = match e {
-                SessionError::ClientProtocol(p) => (
-                    PROTOCOL_VIOLATION,
-                    format!("sidepool: invalid message from client: {p}"),
-                ),
-                _ => (
-                    CONNECTION_FAILURE,
-                    format!(
-                        "sidepool: lost the server connection of pool \"{}\": {}",
-                        relay.svc.name,
-                        errors::chain(e)
-                    ),
-                ),
-            };
+            // A server connection in an unknown state is closed, never returned; first, so
+            // that a client slow to take its error does not hold the slot.
+            if let Some(att) = relay.server.take() {
+                att.conn.discard();
+            }
             if !matches!(e, SessionError::ClientIo(_)) {
+                let (code, msg) = last_words(e, &relay.svc.name);
                 let _ = relay
                     .client
                     .write_all(&error(Severity::Fatal, code, &msg, None))
                     .await;
-            }
-            // A server connection in an unknown state is closed, never returned.
-            if let Some(att) = relay.server.take() {
-                att.conn.discard();
             }
         }
         result
@@ -247,9 +247,12 @@ impl Relay {
                 Some(att) => {
                     let conn: &mut ServerConn = &mut att.conn;
                     let held = self.held;
+                    let timed = att.link.owed > 0 && self.query_limit.is_some();
+                    let timer = self.query_timer.as_mut();
                     tokio::select! {
                         r = read_some(&mut self.client, &mut self.buf), if !held => Event::Client(r),
                         r = read_some(&mut conn.stream, &mut conn.buf) => Event::Server(r),
+                        () = fired(timer), if timed => Event::QueryTimeout,
                         () = info.killed() => Event::Killed,
                     }
                 }
@@ -270,6 +273,7 @@ impl Relay {
                     }
                     return Box::pin(self.terminate()).await;
                 }
+                Event::QueryTimeout => return Err(self.query_timed_out()),
                 Event::Server(r) => {
                     let addr = self.server_addr();
                     let n = r.map_err(|e| BackendError::Io {
@@ -363,13 +367,48 @@ impl Relay {
         let Some(att) = self.server.as_deref_mut() else {
             unreachable!("a server connection was just attached");
         };
-        if fe::ends_cycle(tag) && att.link.owed == 0 {
+        let starts = fe::ends_cycle(tag) && att.link.owed == 0;
+        if starts {
             att.cycle_started = std::time::Instant::now();
         }
         let (link, side) = att.parts();
         self.machine
             .on_message(tag, msg, link, side, &*self.svc, &mut self.to_server)
-            .map_err(SessionError::ClientProtocol)
+            .map_err(SessionError::ClientProtocol)?;
+        if starts {
+            self.start_query_timer();
+        }
+        Ok(())
+    }
+
+    /// Starts the `query_timeout` clock of a request: one timer reset per request, checked by
+    /// the wait in [`Self::run`] while a response is owed.
+    fn start_query_timer(&mut self) {
+        self.query_limit = self.svc.core.query_timeout();
+        let Some(limit) = self.query_limit else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        match self.query_timer.as_mut() {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.query_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    /// The request in flight outlived `query_timeout`: the server is asked to cancel it (in the
+    /// background; the connection is closed either way, by [`Self::start`], which also tells
+    /// the client) and the session ends.
+    fn query_timed_out(&mut self) -> SessionError {
+        let after = self.query_limit.unwrap_or_default();
+        let addr = self.server_addr();
+        if let Some(att) = self.server.as_ref() {
+            let target = att.conn.cancel.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(CANCEL_TIMEOUT, super::cancel::send(&target)).await;
+            });
+        }
+        tracing::warn!(server.addr = %addr, query_timeout = ?after, "query timed out; server connection closed");
+        SessionError::QueryTimeout { addr, after }
     }
 
     async fn flush_to_server(&mut self) -> Result<(), SessionError> {
@@ -437,6 +476,10 @@ impl Relay {
                 None => self.svc.metrics.query(took),
             }
         }
+        if outcome.done > 0 && att.link.owed > 0 {
+            // A pipelined request is next: its clock starts when the one before it is answered.
+            self.start_query_timer();
+        }
         if outcome.retrying {
             self.flush_to_server().await?;
         }
@@ -451,5 +494,38 @@ impl Relay {
         if self.machine.releasable(&att.link, att.conn.buf.is_empty()) && !self.client_inbox {
             self.detach().await;
         }
+    }
+}
+
+/// Completes when `timer` fires; never without one.
+async fn fired(timer: Option<&mut std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The SQLSTATE and message of the FATAL a session of pool `pool` ends with after `e`.
+fn last_words(e: &SessionError, pool: &str) -> (&'static str, String) {
+    match e {
+        SessionError::ClientProtocol(p) => (
+            PROTOCOL_VIOLATION,
+            format!("sidepool: invalid message from client: {p}"),
+        ),
+        SessionError::QueryTimeout { after, .. } => (
+            QUERY_CANCELED,
+            format!(
+                "sidepool: canceling statement due to query_timeout ({}) of pool \"{pool}\"; \
+                 the session is closed",
+                sidepool_config::format_duration(*after),
+            ),
+        ),
+        _ => (
+            CONNECTION_FAILURE,
+            format!(
+                "sidepool: lost the server connection of pool \"{pool}\": {}",
+                errors::chain(e)
+            ),
+        ),
     }
 }

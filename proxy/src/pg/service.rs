@@ -113,6 +113,7 @@ mod tests {
             addr: "db:5432".to_owned(),
             passwords: [("app".to_owned(), "hunter2-conn".to_owned())].into(),
             tls: ServerTls::from_config(None, "db").unwrap(),
+            tcp: crate::net::shared(&Default::default()),
         };
         let shown = format!("{user:?} {connector:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

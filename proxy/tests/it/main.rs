@@ -32,6 +32,7 @@ mod mysql_prepared_load;
 mod mysql_protocol;
 mod mysql_split;
 mod mysql_tls;
+mod net_timeouts;
 mod pg_auth;
 mod pg_console;
 mod pg_leaks;
