@@ -189,3 +189,24 @@ fn a_named_discard_all_resets_the_clients_settings_and_statements_when_it_runs()
         "the server forgot every statement"
     );
 }
+
+#[test]
+fn a_set_parsed_and_described_in_one_cycle_is_read_back_when_executed_in_the_next() {
+    // tokio-postgres' prepare: Parse, Describe, Sync; then Bind, Execute, Sync.
+    let mut s = Session::new(true);
+    s.client(&cat(&[
+        &parse("s0", "SET search_path TO s1"),
+        &statement(b'D', "s0"),
+        &sync(),
+    ]));
+    s.server(&cat(&[
+        &parse_complete(),
+        &msg(b't', b"\0\0"),
+        &msg(b'n', b""),
+        &idle(),
+    ]));
+    assert_eq!((s.releases, s.read_back.len()), (1, 0), "parsed, not run");
+    s.client(&run("s0"));
+    s.server(&ran(false, "SET"));
+    assert_eq!(s.read_back, ["search_path"]);
+}
