@@ -33,6 +33,7 @@ mod mysql_split;
 mod mysql_tls;
 mod pg_auth;
 mod pg_console;
+mod pg_differential;
 mod pg_leaks;
 mod pg_limits;
 mod pg_protocol;
