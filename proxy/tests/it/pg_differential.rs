@@ -519,3 +519,23 @@ fn reset_all_in_a_rolled_back_transaction_keeps_the_settings() {
         busy,
     ]);
 }
+
+/// Found by the random sequences: a Parse of a statement already prepared on the connection was
+/// answered by sidepool in a failed transaction, where PostgreSQL answers 25P02.
+#[test]
+fn a_prepare_in_a_failed_transaction_fails_as_it_would_directly() {
+    Bench::must_start().must_agree(&[
+        vec![
+            Op::Prepare(0, 3),
+            Op::Begin,
+            Op::MissingTable(Path::Simple),
+            Op::Prepare(1, 3),
+            Op::Prepare(1, 0),
+            Op::Rollback,
+            Op::Prepare(1, 3),
+            Op::Execute(1),
+            Op::Execute(0),
+        ],
+        vec![Op::Prepare(0, 3), Op::Execute(0)],
+    ]);
+}

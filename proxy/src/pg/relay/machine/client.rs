@@ -273,6 +273,13 @@ impl Machine {
         }
         let stmt = self.remember(p.name, p.rest, found, env);
         if out.prepared.touch(&stmt.server_name) {
+            if out.link.status == TransactionStatus::Failed {
+                // The server answers a Parse in a failed transaction with 25P02 (or runs a
+                // ROLLBACK's): let it answer, with a Parse that leaves the shared one alone.
+                let probe = fe::parse_message("", &stmt.content);
+                out.forward(probe, Some(Expect::Parse(None)), None);
+                return Ok(());
+            }
             out.link
                 .responses
                 .push(Pending::Synthetic(be::parse_complete()));

@@ -210,3 +210,32 @@ fn a_set_parsed_and_described_in_one_cycle_is_read_back_when_executed_in_the_nex
     s.server(&ran(false, "SET"));
     assert_eq!(s.read_back, ["search_path"]);
 }
+
+#[test]
+fn a_parse_of_a_prepared_statement_in_a_failed_transaction_gets_the_servers_answer() {
+    let mut s = with_a_prepared_statement();
+    s.client(&query("BEGIN"));
+    s.server(&cat(&[
+        &complete("BEGIN"),
+        &ready(TransactionStatus::InTransaction),
+    ]));
+    s.client(&query("SELECT 1/0"));
+    let err = server_error("22012", "division by zero");
+    s.server(&cat(&[&err, &ready(TransactionStatus::Failed)]));
+    s.take_server();
+    s.take_client();
+    // Found by pg_differential: sidepool answered ParseComplete where PostgreSQL says 25P02.
+    s.client(&cat(&[&parse("s2", "SELECT 1"), &sync()]));
+    assert_eq!(
+        s.take_server(),
+        cat(&[&server_parse("", "SELECT 1"), &sync()]),
+        "an unnamed Parse: sidepool_1 stays as it is"
+    );
+    let aborted = server_error("25P02", "current transaction is aborted");
+    s.server(&cat(&[&aborted, &ready(TransactionStatus::Failed)]));
+    assert_eq!(
+        s.take_client(),
+        cat(&[&aborted, &ready(TransactionStatus::Failed)])
+    );
+    assert!(s.conn.prepared.touch("sidepool_1"), "still known prepared");
+}
