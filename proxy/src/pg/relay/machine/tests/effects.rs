@@ -117,8 +117,8 @@ fn a_lone_deallocate_all_is_answered_and_the_servers_statements_stay() {
     assert_eq!(s.releases, 2);
 }
 
-#[test]
-fn a_deallocate_all_in_a_failed_transaction_gets_the_servers_error() {
+/// [`with_a_prepared_statement`], then in a transaction block that failed.
+fn in_a_failed_transaction() -> Session {
     let mut s = with_a_prepared_statement();
     s.client(&query("BEGIN"));
     s.server(&cat(&[
@@ -129,6 +129,13 @@ fn a_deallocate_all_in_a_failed_transaction_gets_the_servers_error() {
     let err = server_error("22012", "division by zero");
     s.server(&cat(&[&err, &ready(TransactionStatus::Failed)]));
     s.take_server();
+    s.take_client();
+    s
+}
+
+#[test]
+fn a_deallocate_all_in_a_failed_transaction_gets_the_servers_error() {
+    let mut s = in_a_failed_transaction();
     s.client(&query("DEALLOCATE ALL"));
     assert_eq!(s.take_server(), query("DEALLOCATE ALL"));
 }
@@ -213,17 +220,7 @@ fn a_set_parsed_and_described_in_one_cycle_is_read_back_when_executed_in_the_nex
 
 #[test]
 fn a_parse_of_a_prepared_statement_in_a_failed_transaction_gets_the_servers_answer() {
-    let mut s = with_a_prepared_statement();
-    s.client(&query("BEGIN"));
-    s.server(&cat(&[
-        &complete("BEGIN"),
-        &ready(TransactionStatus::InTransaction),
-    ]));
-    s.client(&query("SELECT 1/0"));
-    let err = server_error("22012", "division by zero");
-    s.server(&cat(&[&err, &ready(TransactionStatus::Failed)]));
-    s.take_server();
-    s.take_client();
+    let mut s = in_a_failed_transaction();
     // Found by pg_differential: sidepool answered ParseComplete where PostgreSQL says 25P02.
     s.client(&cat(&[&parse("s2", "SELECT 1"), &sync()]));
     assert_eq!(
