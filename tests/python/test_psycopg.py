@@ -274,6 +274,72 @@ async def test_search_path_set_in_a_transaction_holds_for_20_autocommit_statemen
         assert len(pids) > 1, "never left the first server connection: nothing was replayed"
 
 
+def assert_s1_followed_only_its_client(busy, seen, through_pool):
+    """`seen` (from read_same_name_20_times) is s1 throughout, read on more than one server
+    connection through the pool, and no busy client saw s1."""
+    assert not busy.errors, f"busy clients failed: {busy.errors}"
+    assert set(busy.tags) == {"public"}, "another client's search_path leaked"
+    assert [(tag, path) for tag, path, _ in seen] == [("s1", "s1")] * 20
+    if through_pool:
+        assert len({pid for _, _, pid in seen}) > 1, "never left one server connection"
+
+
+@statement_kinds
+async def test_search_path_set_in_autocommit_holds_for_6_shows_and_20_statements(
+    dsn, through_pool, named
+):
+    """Issue 16, case 1: with named statements the SET is parsed with no server connection
+    attached and executed later; it must still follow the client."""
+    async with asyncio.timeout(40):
+        async with await connect(dsn, named=named) as conn, BusyClients(dsn, named) as busy:
+            await conn.execute("SET search_path TO s1")
+            shows = [await one(conn, "SHOW search_path") for _ in range(6)]
+            seen = await read_same_name_20_times(conn)
+    assert shows == [("s1",)] * 6
+    assert_s1_followed_only_its_client(busy, seen, through_pool)
+
+
+@statement_kinds
+async def test_search_path_set_by_set_config_in_a_select_follows_the_client(
+    dsn, through_pool, named
+):
+    async with asyncio.timeout(40):
+        async with await connect(dsn, named=named) as conn, BusyClients(dsn, named) as busy:
+            assert await one(
+                conn, "SELECT pg_catalog.set_config('search_path', 's1', false)"
+            ) == ("s1",)
+            seen = await read_same_name_20_times(conn)
+    assert_s1_followed_only_its_client(busy, seen, through_pool)
+
+
+async def deallocating_client(dsn, worker):
+    """Three named statements run 30 times; every fifth round (a different one per worker) the
+    client drops every statement of its session: by psycopg's own DEALLOCATE ALL, sent after a
+    ROLLBACK run as SQL (workers 0, 3, 6), by DEALLOCATE ALL (1, 4, 7) or by DISCARD ALL (2, 5)."""
+    async with await connect(dsn, named=True) as conn:
+        for i in range(30):
+            assert await one(conn, "SELECT %s::int * 2", (i,)) == (i * 2,)
+            assert await one(conn, "SELECT tag FROM same_name") == ("public",)
+            count = await one(conn, "SELECT count(*) FROM public.copy_src WHERE id <= %s", (i,))
+            assert count == (i,)
+            if i % 5 != worker % 5:
+                continue
+            if worker % 3 == 0:
+                await conn.execute("BEGIN")
+                await conn.execute("SELECT 1")
+                await conn.execute("ROLLBACK")
+            else:
+                await conn.execute("DEALLOCATE ALL" if worker % 3 == 1 else "DISCARD ALL")
+
+
+async def test_8_clients_running_deallocate_all_or_discard_all_keep_their_statements(
+    dsn, run_clean
+):
+    """Issue 16, case 2: a client's DEALLOCATE ALL / DISCARD ALL acts on its own statements
+    only; no other client may lose one (`prepared statement "sidepool_N" does not exist`)."""
+    await run_clean([deallocating_client(dsn, w) for w in range(8)], timeout=60)
+
+
 async def test_search_path_of_a_disconnected_client_does_not_reach_new_clients(dsn):
     async with asyncio.timeout(30):
         async with await connect(dsn, named=False) as gone:

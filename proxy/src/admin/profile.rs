@@ -124,12 +124,66 @@ fn collect(length: Duration, format: Format) -> Result<Vec<u8>, ProfileError> {
     std::thread::sleep(length);
     let report = guard.report().build()?;
     drop(guard);
+    render(&report, format)
+}
+
+/// The report as `format`. A profile with no samples (an idle process: the timer counts CPU
+/// time) is still a file its viewer opens: an empty pprof profile, or an SVG that says so
+/// (inferno refuses to draw an empty flamegraph).
+fn render(report: &pprof::Report, format: Format) -> Result<Vec<u8>, ProfileError> {
     match format {
         Format::Pprof => Ok(report.pprof()?.encode_to_vec()),
+        Format::Flamegraph if report.data.is_empty() => Ok(NO_SAMPLES_SVG.as_bytes().to_vec()),
         Format::Flamegraph => {
             let mut svg = Vec::new();
             report.flamegraph(&mut svg)?;
             Ok(svg)
         }
+    }
+}
+
+/// The flamegraph of a profile without samples.
+const NO_SAMPLES_SVG: &str = concat!(
+    r#"<?xml version="1.0" standalone="no"?>"#,
+    "\n",
+    r#"<svg version="1.1" width="1200" height="60" viewBox="0 0 1200 60" "#,
+    r#"xmlns="http://www.w3.org/2000/svg">"#,
+    r#"<text x="600" y="35" text-anchor="middle" font-family="Verdana" font-size="17">"#,
+    "Flame Graph: no samples (the process used no CPU time while it was profiled)",
+    "</text></svg>\n",
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_report() -> pprof::Report {
+        pprof::Report {
+            data: Default::default(),
+            timing: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_flamegraph_without_samples_is_an_svg_that_says_so() {
+        let svg = String::from_utf8(render(&empty_report(), Format::Flamegraph).unwrap()).unwrap();
+        assert!(
+            svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+        assert!(svg.contains("no samples"), "{svg}");
+        assert_eq!(Format::Flamegraph.content_type(), "image/svg+xml");
+    }
+
+    #[test]
+    fn a_pprof_profile_without_samples_decodes() {
+        let body = render(&empty_report(), Format::Pprof).unwrap();
+        assert!(!body.is_empty());
+        let profile = pprof::protos::Profile::decode(&body[..]).expect("a pprof protobuf");
+        assert!(profile.sample.is_empty());
+        assert!(
+            !profile.sample_type.is_empty(),
+            "it still says what it counts"
+        );
     }
 }

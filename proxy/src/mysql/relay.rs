@@ -313,21 +313,20 @@ impl Relay {
         }
         let id = self.statements.next_id();
         let outcome = self.relay(seq, &payload, Expect::Prepare, Some(id)).await?;
+        // A prepared SET changes the session each time it is executed; a pin applies now.
+        let (pins, found): (Vec<Effect>, Vec<Effect>) =
+            effects(&String::from_utf8_lossy(com::text(&payload)))
+                .into_iter()
+                .partition(|e| matches!(e, Effect::Pin(_)));
         if let Some(ok) = outcome.prepared {
             let sql = Bytes::copy_from_slice(com::text(&payload));
             let functions = &self.svc.core.routing.get().write_functions;
             let route = routing::sql_route(&sql, functions);
-            self.statements.add(sql.clone(), ok.params, route);
+            self.statements.add(sql.clone(), ok.params, route, found);
             self.remember_prepared(sql, ok.statement_id).await?;
         }
-        if let Some(e) = effects(&String::from_utf8_lossy(com::text(&payload)))
-            .into_iter()
-            .find_map(|e| match e {
-                Effect::Pin(r) => Some(r),
-                _ => None,
-            })
-        {
-            self.pin(e);
+        if let Some(Effect::Pin(reason)) = pins.first() {
+            self.pin(reason);
         }
         self.maybe_release().await;
         Ok(())
@@ -391,12 +390,12 @@ impl Relay {
             }
             com::STMT_EXECUTE | com::STMT_RESET => {
                 self.long_data = false;
-                let expect = if code == com::STMT_RESET {
-                    Expect::Ok
+                let (expect, found) = if code == com::STMT_RESET {
+                    (Expect::Ok, Vec::new())
                 } else {
-                    Expect::ResultSets
+                    (Expect::ResultSets, stmt.effects)
                 };
-                self.exchange(seq, payload, expect, Vec::new()).await
+                self.exchange(seq, payload, expect, found).await
             }
             _ => self.exchange(seq, payload, Expect::Rows, Vec::new()).await,
         }

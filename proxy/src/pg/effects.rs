@@ -7,7 +7,8 @@
 /// Session-level effect of a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// `SET name ...` / `RESET name`: the setting's value must be re-read and follow the client.
+    /// `SET name ...` / `RESET name` / `set_config('name', …)`: the setting's value must be
+    /// re-read and follow the client.
     Setting(String),
     /// `RESET ALL` / `DISCARD ALL`: every setting returns to its default.
     ResetAll,
@@ -23,7 +24,7 @@ pub enum Effect {
 /// every rule below starts with one of them, and the advisory-lock rule looks for the last.
 fn triggers(first: u8) -> &'static [&'static [u8]] {
     match first {
-        b's' => &[b"set"], // also RESET
+        b's' => &[b"set"], // also RESET and set_config
         b'd' => &[b"discard", b"deallocate", b"declare"],
         b'c' => &[b"create"],
         b'l' => &[b"listen", b"load"],
@@ -66,7 +67,49 @@ pub fn effects(sql: &str) -> Vec<Effect> {
     if lower.contains("pg_advisory_lock") || lower.contains("pg_try_advisory_lock") {
         out.push(Effect::Pin("session advisory lock"));
     }
+    set_config_calls(&lower, &mut out);
     out
+}
+
+/// The settings `set_config(name, value, is_local)` calls change (in any expression, any
+/// statement; `pg_catalog.` or not). Reading a setting back is right whether the call was
+/// local or not, so `is_local` is not looked at; a name that is not a literal (a parameter,
+/// an expression) cannot be read back, and pins. `lower` is the lower-cased text: names of
+/// settings are case-insensitive.
+fn set_config_calls(lower: &str, out: &mut Vec<Effect>) {
+    const CALL: &str = "set_config";
+    let mut rest = lower;
+    while let Some(at) = rest.find(CALL) {
+        let before = rest[..at].bytes().next_back();
+        rest = &rest[at + CALL.len()..];
+        let Some(args) = rest.trim_start().strip_prefix('(') else {
+            continue; // a word that only contains it
+        };
+        if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            continue; // another function, e.g. my_set_config(
+        }
+        let name = args
+            .trim_start()
+            .strip_prefix('\'')
+            .and_then(|quoted| quoted.split_once('\''))
+            .map(|(name, _)| name)
+            .filter(|name| !name.is_empty());
+        out.push(match name {
+            Some(name) => Effect::Setting(canonical(name).to_owned()),
+            None => Effect::Pin("set_config with a name that is not a literal"),
+        });
+    }
+}
+
+/// The spelling sidepool keeps a setting under when it is reported (ParameterStatus) in mixed
+/// case, so that one setting has one key whatever case the client wrote.
+fn canonical(lower: &str) -> &str {
+    match lower {
+        "timezone" => "TimeZone",
+        "datestyle" => "DateStyle",
+        "intervalstyle" => "IntervalStyle",
+        other => other,
+    }
 }
 
 fn effect(words: &[String]) -> Option<Effect> {
@@ -119,7 +162,7 @@ fn setting_name(first: &str, second: &str) -> String {
         ("names", _) => "client_encoding".to_owned(),
         ("schema", _) => "search_path".to_owned(),
         ("xml", "option") => "xmloption".to_owned(),
-        (name, _) => name.trim_matches('"').to_owned(),
+        (name, _) => canonical(name.trim_matches('"')).to_owned(),
     }
 }
 
@@ -224,6 +267,7 @@ mod tests {
             vec![setting("statement_timeout")]
         );
         assert_eq!(effects("SET TIME ZONE 'UTC'"), vec![setting("TimeZone")]);
+        assert_eq!(effects("set datestyle to iso"), vec![setting("DateStyle")]);
         assert_eq!(
             effects("SET NAMES 'LATIN1'"),
             vec![setting("client_encoding")]
@@ -256,6 +300,27 @@ mod tests {
     }
 
     #[test]
+    fn set_config_changes_the_setting_it_names() {
+        assert_eq!(
+            effects("SELECT set_config('search_path', 's1', false)"),
+            vec![setting("search_path")]
+        );
+        assert_eq!(
+            effects("select PG_CATALOG.Set_Config ( 'TimeZone', 'UTC', true), 1"),
+            vec![setting("TimeZone")]
+        );
+        assert_eq!(
+            effects("SELECT set_config('a.b', '1', false), set_config('work_mem', '8MB', false)"),
+            vec![setting("a.b"), setting("work_mem")]
+        );
+        assert_eq!(effects("SELECT my_set_config('a', 'b')"), vec![]);
+        assert_eq!(effects("SELECT current_setting('search_path')"), vec![]);
+        assert!(may_have_effects(
+            b"SELECT pg_catalog.set_config('x.y', '1', false)"
+        ));
+    }
+
+    #[test]
     fn unreplayable_state_pins() {
         for sql in [
             "CREATE TEMP TABLE t (x int)",
@@ -268,6 +333,8 @@ mod tests {
             "select pg_try_advisory_lock(1, 2)",
             "SET ROLE reporting",
             "SET SESSION AUTHORIZATION bob",
+            "SELECT set_config($1, $2, false)",
+            "select pg_catalog.set_config(name, 'x', false) from t",
         ] {
             assert!(
                 matches!(effects(sql).as_slice(), [Effect::Pin(_)]),

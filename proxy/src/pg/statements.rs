@@ -7,11 +7,13 @@
 //! sending the same query share one server-side statement, and a statement is prepared on a
 //! server connection the first time a client uses it there ("on demand").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+
+use super::effects::Effect;
 
 /// One client statement: the server-side name of its content, and the content itself (the
 /// Parse message after the name) to prepare it on demand.
@@ -25,6 +27,10 @@ pub struct Statement {
     pub read: bool,
     /// It may write (read-your-writes).
     pub writes: bool,
+    /// What running it does to session state (a `SET`, `set_config`, `DISCARD ALL`, …),
+    /// applied at each Bind: a statement is often parsed on one server connection, or with
+    /// none, and executed later on another. `None` for the common statement with no effect.
+    pub effects: Option<Arc<[Effect]>>,
 }
 
 /// Names server-side statements by content, pool-wide.
@@ -51,6 +57,10 @@ impl StatementNames {
 pub struct Prepared {
     used: HashMap<Arc<str>, u64>,
     tick: u64,
+    /// Statements that may or may not still be prepared here: a client's `DEALLOCATE ALL` or
+    /// `DISCARD` went to the server, and it may have failed. Preparing one of these closes it
+    /// first (closing a missing statement is not an error), so either way the Parse succeeds.
+    unsure: HashSet<Arc<str>>,
 }
 
 impl Prepared {
@@ -95,6 +105,19 @@ impl Prepared {
     /// Forgets everything (after `DISCARD ALL`).
     pub fn clear(&mut self) {
         self.used.clear();
+        self.unsure.clear();
+    }
+
+    /// A client statement that deallocates every statement of the session was sent: nothing
+    /// is known to be prepared here any more, and what was may still be.
+    pub fn clear_unsure(&mut self) {
+        self.unsure.extend(self.used.drain().map(|(name, _)| name));
+    }
+
+    /// Whether `name` may still be prepared here although it is not recorded (see
+    /// [`Prepared::clear_unsure`]); it is taken off that list, as the caller closes it now.
+    pub fn take_unsure(&mut self, name: &str) -> bool {
+        !self.unsure.is_empty() && self.unsure.remove(name)
     }
 
     /// Statements prepared here.
@@ -131,5 +154,22 @@ mod tests {
         assert!(p.touch("a") && p.touch("c") && !p.touch("b"));
         assert_eq!(p.insert("c".into(), 2), None, "re-inserting is not growth");
         assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn statements_cleared_unsure_are_closed_once_before_they_are_prepared_again() {
+        let mut p = Prepared::default();
+        p.insert("a".into(), 4);
+        p.insert("b".into(), 4);
+        p.clear_unsure();
+        assert!(p.is_empty() && !p.touch("a"));
+        assert!(p.take_unsure("a"));
+        assert!(!p.take_unsure("a"), "closed once");
+        assert!(!p.take_unsure("c"), "never prepared here");
+        p.clear();
+        assert!(
+            !p.take_unsure("b"),
+            "a certain DISCARD ALL leaves nothing unsure"
+        );
     }
 }

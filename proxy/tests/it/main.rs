@@ -35,6 +35,7 @@ mod mysql_tls;
 mod net_timeouts;
 mod pg_auth;
 mod pg_console;
+mod pg_differential;
 mod pg_leaks;
 mod pg_limits;
 mod pg_protocol;

@@ -70,3 +70,39 @@ async fn a_held_connection_and_wait_timeout_give_1040_after_about_a_second() {
     let one: Option<i64> = other.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1), "the client stays usable after 1040");
 }
+
+/// Issue 16 for MySQL: a `SET` prepared with COM_STMT_PREPARE changes the session each time it
+/// is executed (mysql_async's `exec_drop`), so it is read back and follows the client like a
+/// `SET` in COM_QUERY (here also inside a multi-statement string), and reaches no other client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_or_multi_statement_set_follows_the_client_and_leaks_to_no_other() {
+    let db = must_start_mariadb();
+    let proxy = MyProxy::must_start(&db, "max_open = 2").await;
+    let mut setter = proxy.must_connect().await;
+    let mut other = proxy.must_connect().await;
+    let zone = "SELECT @@session.time_zone";
+    for (value, prepared) in [("+09:00", true), ("+01:00", true), ("+02:00", false)] {
+        if prepared {
+            setter
+                .exec_drop("SET time_zone = ?", (value,))
+                .await
+                .unwrap();
+        } else {
+            // Inside a multi-statement COM_QUERY.
+            let sql = format!("SELECT 1; SET time_zone = '{value}'; SELECT 2");
+            setter.query_drop(sql).await.unwrap();
+        }
+        // `other` takes the most recently used connection, the one the SET ran on, and keeps
+        // it: whichever connection each gets, one of them would see a lost or leaked setting.
+        other.query_drop("BEGIN").await.unwrap();
+        let theirs: Option<String> = other.query_first(zone).await.unwrap();
+        let mine: Option<String> = setter.query_first(zone).await.unwrap();
+        other.query_drop("COMMIT").await.unwrap();
+        assert_eq!(mine.as_deref(), Some(value), "the setter's own setting");
+        assert_eq!(
+            theirs.as_deref(),
+            Some("SYSTEM"),
+            "another client's setting leaked"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 use super::{Attached, Relay};
-use crate::error::SessionError;
+use crate::error::{BackendError, SessionError};
 use crate::io::{give_buffer, take_buffer};
 use crate::lifecycle::{self, Leaving, Reset};
 use crate::pg::errors::{self, IDLE_IN_TRANSACTION_TIMEOUT, error};
@@ -153,37 +153,53 @@ impl Relay {
         if att.replica.is_none() {
             self.ryw.released();
         }
-        if att.link.reset_all {
-            self.login.settings = self.login.startup_settings.clone();
-            att.conn.params = att.conn.startup_params.clone();
-            att.conn.synced = None;
-        }
-        if !att.link.dirty.is_empty() {
-            match replay::read_settings(&mut att.conn, &att.link.dirty).await {
-                Ok(values) => {
-                    att.conn.synced = None;
-                    for (k, v) in values {
-                        match v {
-                            Some(v) => {
-                                Arc::make_mut(&mut self.login.settings)
-                                    .insert(k.clone(), v.clone());
-                                att.conn.params.insert(k, v);
-                            }
-                            None => {
-                                Arc::make_mut(&mut self.login.settings).remove(&k);
-                                att.conn.params.remove(&k);
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    debug!(error = %errors::chain(&e), "reading back settings failed; closing the connection");
-                    att.conn.discard();
-                    return;
-                }
-            }
+        if let Err(e) = self.read_back(&mut att).await {
+            debug!(error = %errors::chain(&e), "reading back settings failed; closing the connection");
+            att.conn.discard();
+            return;
         }
         att.conn.release();
+    }
+
+    /// Reads back the settings the client changed on the attached connection into its own.
+    /// After a `RESET ALL` / `DISCARD ALL` that is every setting it has, since the statement
+    /// may have been rolled back or have failed: a value equal to the server connection's
+    /// default was reset, and the client's own default is its startup value.
+    async fn read_back(&mut self, att: &mut Attached) -> Result<(), BackendError> {
+        let reset_all = att.link.reset_all;
+        let mut names = std::mem::take(&mut att.link.dirty);
+        if reset_all {
+            att.conn.synced = None;
+            let known: Vec<String> = (self.login.settings.keys())
+                .filter(|k| !names.contains(k))
+                .cloned()
+                .collect();
+            names.extend(known);
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let values = replay::read_settings(&mut att.conn, &names).await?;
+        att.conn.synced = None;
+        let startup = self.login.startup_settings.clone();
+        let settings = Arc::make_mut(&mut self.login.settings);
+        for (k, v) in values {
+            let reset = reset_all && v.is_some() && att.conn.startup_params.get(&k) == v.as_ref();
+            let mine = if reset {
+                startup.get(&k).cloned()
+            } else {
+                v.clone()
+            };
+            match mine {
+                Some(mine) => settings.insert(k.clone(), mine),
+                None => settings.remove(&k),
+            };
+            match v {
+                Some(v) => att.conn.params.insert(k, v),
+                None => att.conn.params.remove(&k),
+            };
+        }
+        Ok(())
     }
 
     /// The client is gone: clean the server connection (ROLLBACK, and DISCARD ALL in session

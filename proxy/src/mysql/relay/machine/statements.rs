@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use sidepool_protocol::mysql::command as com;
 
+use crate::mysql::effects::Effect;
+
 /// A statement the client prepared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ClientStatement {
@@ -17,6 +19,9 @@ pub(crate) struct ClientStatement {
     /// It may run on a replica; it may write (read/write split, classified at prepare).
     pub read: bool,
     pub writes: bool,
+    /// What executing it does to session state (a prepared `SET`), pins excepted: those
+    /// applied at prepare. Empty for the common statement.
+    pub effects: Vec<Effect>,
 }
 
 /// A statement command names a client id sidepool never gave (or the client closed).
@@ -45,9 +50,10 @@ impl Statements {
         self.next
     }
 
-    /// Records a successful prepare of `sql` (with `params` parameters, and `route`: may read
-    /// on a replica, may write) under [`Statements::next_id`], and moves that on.
-    pub fn add(&mut self, sql: Bytes, params: u16, route: (bool, bool)) {
+    /// Records a successful prepare of `sql` (with `params` parameters, `route`: may read on a
+    /// replica, may write; `effects` of executing it) under [`Statements::next_id`], and moves
+    /// that on.
+    pub fn add(&mut self, sql: Bytes, params: u16, route: (bool, bool), effects: Vec<Effect>) {
         let id = self.next;
         self.next = self.next.wrapping_add(1).max(1);
         let (read, writes) = route;
@@ -59,6 +65,7 @@ impl Statements {
                 types: None,
                 read,
                 writes,
+                effects,
             },
         );
     }

@@ -85,11 +85,17 @@ fn execute(id: u32, flags: u8, types: Option<[u8; 2]>) -> Vec<u8> {
 fn client_ids_count_from_one_and_map_to_the_server_id() {
     let mut s = Statements::default();
     assert_eq!(s.next_id(), 1);
-    s.add(Bytes::from_static(b"SELECT ?"), 1, (true, false));
+    s.add(
+        Bytes::from_static(b"SELECT ?"),
+        1,
+        (true, false),
+        Vec::new(),
+    );
     s.add(
         Bytes::from_static(b"INSERT INTO t VALUES (?)"),
         1,
         (false, true),
+        Vec::new(),
     );
     assert_eq!(s.next_id(), 3);
     let second = s.get(&2).expect("prepared");
@@ -106,7 +112,12 @@ fn client_ids_count_from_one_and_map_to_the_server_id() {
 #[test]
 fn an_execute_without_types_gets_those_of_the_clients_last_execute() {
     let mut s = Statements::default();
-    s.add(Bytes::from_static(b"SELECT ?"), 1, (false, false));
+    s.add(
+        Bytes::from_static(b"SELECT ?"),
+        1,
+        (false, false),
+        Vec::new(),
+    );
     // The first execute carries types: the statement as it was (no types) is returned, and
     // the types are kept for later executes.
     let first = s.lookup(&execute(1, 0, Some([8, 0]))).unwrap();
@@ -125,12 +136,22 @@ fn an_execute_without_types_gets_those_of_the_clients_last_execute() {
 #[test]
 fn closed_and_unknown_statements_are_refused_with_their_id() {
     let mut s = Statements::default();
-    s.add(Bytes::from_static(b"SELECT 1"), 0, (true, false));
+    s.add(
+        Bytes::from_static(b"SELECT 1"),
+        0,
+        (true, false),
+        Vec::new(),
+    );
     s.close(&[com::STMT_CLOSE, 1, 0, 0, 0]);
     assert_eq!(s.lookup(&execute(1, 0, None)), Err(Unknown(1)));
     assert_eq!(s.lookup(&[com::STMT_RESET, 9, 0, 0, 0]), Err(Unknown(9)));
     assert_eq!(s.next_id(), 2, "closing does not reuse ids");
-    s.add(Bytes::from_static(b"SELECT 2"), 0, (true, false));
+    s.add(
+        Bytes::from_static(b"SELECT 2"),
+        0,
+        (true, false),
+        Vec::new(),
+    );
     s.clear();
     assert!(s.get(&2).is_none());
 }
@@ -236,6 +257,11 @@ fn a_prepare_outcome_registers_the_statement_under_the_client_id() {
         ..Outcome::default()
     };
     let ok = outcome.prepared.unwrap();
-    s.add(Bytes::from_static(b"SELECT ?, ?"), ok.params, (true, false));
+    s.add(
+        Bytes::from_static(b"SELECT ?, ?"),
+        ok.params,
+        (true, false),
+        Vec::new(),
+    );
     assert_eq!(s.get(&id).map(|st| st.params), Some(2));
 }

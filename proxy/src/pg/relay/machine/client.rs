@@ -142,10 +142,14 @@ impl Machine {
             fe::tag::FLUSH => {}
             fe::tag::PARSE if self.mapping => {
                 let p = fe::parse_parse(msg)?;
-                if p.name.is_empty() || self.apply_effects(msg, false, None, env).0 {
+                if p.name.is_empty() {
                     return Ok(false);
                 }
-                self.remember(p.name, p.rest, env);
+                let found = self.sql_effects(msg, env);
+                if found.as_ref().is_some_and(|f| f.pins) {
+                    return Ok(false);
+                }
+                self.remember(p.name, p.rest, found, env);
                 to_client.extend_from_slice(&be::parse_complete());
             }
             fe::tag::CLOSE if self.mapping => match fe::parse_target(msg)? {
@@ -210,6 +214,9 @@ impl Machine {
                     Some(stmt) => {
                         let stmt = stmt.clone();
                         out.ensure_prepared(&stmt);
+                        if let Some(effects) = &stmt.effects {
+                            self.run_effects(effects, out.link, out.prepared);
+                        }
                         let rewritten = fe::bind_message(&b, &stmt.server_name);
                         out.forward(rewritten, Some(Expect::Bind), Some(stmt));
                     }
@@ -246,7 +253,9 @@ impl Machine {
     }
 
     /// A Parse: the unnamed statement goes as is; a named one is recorded and prepared under
-    /// its server name unless the connection has it already (then sidepool answers).
+    /// its server name unless the connection has it already (then sidepool answers). A pin
+    /// applies now; what running the statement does applies now for the unnamed statement
+    /// (it runs in this cycle), at each Bind for a named one.
     fn map_parse(
         &mut self,
         msg: Bytes,
@@ -254,13 +263,23 @@ impl Machine {
         env: &impl Env,
     ) -> Result<(), ProtocolError> {
         let p = fe::parse_parse(&msg)?;
-        self.apply_effects(&msg, false, Some((out.link, out.prepared)), env);
+        let found = self.sql_effects(&msg, env);
         if p.name.is_empty() {
+            if let Some(f) = &found {
+                self.run_effects(&f.effects, out.link, out.prepared);
+            }
             out.forward(msg, Some(Expect::Parse(None)), None);
             return Ok(());
         }
-        let stmt = self.remember(p.name, p.rest, env);
+        let stmt = self.remember(p.name, p.rest, found, env);
         if out.prepared.touch(&stmt.server_name) {
+            if out.link.status == TransactionStatus::Failed {
+                // The server answers a Parse in a failed transaction with 25P02 (or runs a
+                // ROLLBACK's): let it answer, with a Parse that leaves the shared one alone.
+                let probe = fe::parse_message("", &stmt.content);
+                out.forward(probe, Some(Expect::Parse(None)), None);
+                return Ok(());
+            }
             out.link
                 .responses
                 .push(Pending::Synthetic(be::parse_complete()));
@@ -270,95 +289,142 @@ impl Machine {
         Ok(())
     }
 
-    /// A Query: applies its effects, and answers a lone `DEALLOCATE` of a mapped statement.
+    /// A Query: applies its effects, and answers a lone `DEALLOCATE` itself.
     fn map_query(&mut self, msg: Bytes, out: &mut Out<'_>, env: &impl Env) {
-        if self
-            .apply_effects(&msg, true, Some((out.link, out.prepared)), env)
-            .1
-        {
-            let link = &mut *out.link;
-            // Answered here: no ReadyForQuery will come from the server for it.
-            link.owed = link.owed.saturating_sub(1);
-            let mut answer = BytesMut::new();
-            answer.extend_from_slice(&be::command_complete("DEALLOCATE"));
-            answer.extend_from_slice(&be::ready_for_query(link.status));
-            link.responses.push(Pending::Synthetic(answer.freeze()));
-        } else {
-            out.forward(msg, Some(Expect::Ready), None);
+        if let Some(found) = self.sql_effects(&msg, env) {
+            if found.single && self.answer_deallocate(&found.effects, out.link) {
+                return;
+            }
+            self.run_effects(&found.effects, out.link, out.prepared);
         }
+        out.forward(msg, Some(Expect::Ready), None);
+    }
+
+    /// Answers a Query that is one `DEALLOCATE` of the client's own statements, as the server
+    /// would for a direct session: the server knows those statements under other names, shared
+    /// with other clients, and must keep them. Not in a failed transaction (the server's error
+    /// is the answer), and `DEALLOCATE ALL` not when pinned (SQL-level `PREPARE`d statements
+    /// live on the server).
+    fn answer_deallocate(&mut self, effects: &[Effect], link: &mut Link) -> bool {
+        if link.status == TransactionStatus::Failed {
+            return false;
+        }
+        let tag = match effects {
+            [Effect::Deallocate(name)] if self.statements.remove(name.as_bytes()).is_some() => {
+                "DEALLOCATE"
+            }
+            [Effect::DeallocateAll] if self.pinned.is_none() => {
+                self.statements.clear();
+                "DEALLOCATE ALL"
+            }
+            _ => return false,
+        };
+        // Answered here: no ReadyForQuery will come from the server for it.
+        link.owed = link.owed.saturating_sub(1);
+        let mut answer = BytesMut::new();
+        answer.extend_from_slice(&be::command_complete(tag));
+        answer.extend_from_slice(&be::ready_for_query(link.status));
+        link.responses.push(Pending::Synthetic(answer.freeze()));
+        true
     }
 
     /// Records a client statement and returns it.
-    fn remember(&mut self, name: &[u8], content: &[u8], env: &impl Env) -> Statement {
+    fn remember(
+        &mut self,
+        name: &[u8],
+        content: &[u8],
+        found: Option<Found>,
+        env: &impl Env,
+    ) -> Statement {
         let route = env.route(content_text(content));
         let stmt = Statement {
             server_name: env.statement_name(content),
             content: Bytes::copy_from_slice(content),
             read: route.replica,
             writes: route.writes,
+            effects: found
+                .filter(|f| !f.effects.is_empty())
+                .map(|f| f.effects.into()),
         };
         self.statements
             .insert(Bytes::copy_from_slice(name), stmt.clone());
         stmt
     }
 
-    /// Applies what a Query (`query = true`) or Parse does to session state (and to the
-    /// attached connection's, if any). Returns whether it pins, and whether it is a lone
-    /// `DEALLOCATE` of one of the client's mapped statements, which sidepool answers itself (the
-    /// server knows that statement under another name).
-    fn apply_effects(
-        &mut self,
-        msg: &[u8],
-        query: bool,
-        mut server: Option<(&mut Link, &mut Prepared)>,
-        env: &impl Env,
-    ) -> (bool, bool) {
-        let Some(sql) = fe::statement_bytes(msg).filter(|s| may_have_effects(s)) else {
-            return (false, false);
-        };
+    /// The session effects of the SQL of a Query or Parse, with its pins applied at once (a
+    /// statement that pins pins from its Parse on, executed or not). `None` for the common
+    /// statement: a byte check without allocation rules most out before any lexing.
+    fn sql_effects(&mut self, msg: &[u8], env: &impl Env) -> Option<Found> {
+        let sql = fe::statement_bytes(msg).filter(|s| may_have_effects(s))?;
         let sql = String::from_utf8_lossy(sql);
-        let (mut pins, mut answered) = (false, false);
-        let found = effects(&sql);
-        let lone = found.len() == 1 && !sql.trim().trim_end_matches(';').contains(';');
-        for e in found {
+        let mut effects = effects(&sql);
+        if effects.is_empty() {
+            return None;
+        }
+        let mut pins = false;
+        effects.retain(|e| match e {
+            Effect::Pin(reason) => {
+                pins = true;
+                if self.pinned.is_none() {
+                    self.pinned = Some(*reason);
+                    env.pinned();
+                    let sql = truncate(&sql, 200);
+                    debug!(reason, sql, "client pinned to its server connection");
+                }
+                false
+            }
+            _ => true,
+        });
+        let single = !sql.trim().trim_end_matches(';').contains(';');
+        Some(Found {
+            effects,
+            pins,
+            single,
+        })
+    }
+
+    /// Applies what running a statement does to the client's session (on the attached
+    /// connection `link`): settings to read back before release, every setting back to its
+    /// start value, its statements deallocated. Deallocating reached the server, which knows
+    /// the client's statements under shared names: what was prepared on the connection may
+    /// be gone, and is closed before it is prepared again ([`Prepared::clear_unsure`]).
+    ///
+    /// Settings are read back from the server, so a statement that fails or is rolled back
+    /// costs nothing there. The client's statements are forgotten unless the statement is
+    /// certain to fail: any in a failed transaction, `DISCARD ALL` (which also resets) in a
+    /// transaction block.
+    fn run_effects(&mut self, effects: &[Effect], link: &mut Link, prepared: &mut Prepared) {
+        let fails = match link.status {
+            TransactionStatus::Idle => false,
+            TransactionStatus::InTransaction => effects.contains(&Effect::ResetAll),
+            TransactionStatus::Failed => true,
+        };
+        for e in effects {
             match e {
-                Effect::Pin(reason) => {
-                    pins = true;
-                    if self.pinned.is_none() {
-                        self.pinned = Some(reason);
-                        env.pinned();
-                        let sql = truncate(&sql, 200);
-                        debug!(reason, sql, "client pinned to its server connection");
+                Effect::Setting(name) if !link.dirty.contains(name) => {
+                    link.dirty.push(name.clone());
+                }
+                Effect::ResetAll => link.reset_all = true,
+                Effect::DeallocateAll => {
+                    if !fails {
+                        self.statements.clear();
                     }
+                    prepared.clear_unsure();
                 }
-                Effect::Setting(name) => {
-                    if let Some((link, _)) =
-                        server.as_mut().filter(|(l, _)| !l.dirty.contains(&name))
-                    {
-                        link.dirty.push(name);
-                    }
-                }
-                Effect::ResetAll => {
-                    if let Some((link, _)) = server.as_mut() {
-                        link.reset_all = true;
-                    }
-                }
-                // Only a Query runs now; a prepared DEALLOCATE takes effect at Execute, and
-                // forgetting statements early would re-Parse names that still exist.
-                Effect::DeallocateAll if query => {
-                    self.statements.clear();
-                    if let Some((_, prepared)) = server.as_mut() {
-                        prepared.clear();
-                    }
-                }
-                Effect::Deallocate(name) if query && lone => {
-                    answered = self.statements.remove(name.as_bytes()).is_some();
-                }
-                Effect::DeallocateAll | Effect::Deallocate(_) => {}
+                Effect::Setting(_) | Effect::Deallocate(_) | Effect::Pin(_) => {}
             }
         }
-        (pins, answered)
     }
+}
+
+/// The session effects of one SQL text, pins excepted (they apply when it is seen).
+struct Found {
+    /// Effects of running it, in order.
+    effects: Vec<Effect>,
+    /// It pins the client.
+    pins: bool,
+    /// The text is one statement.
+    single: bool,
 }
 
 /// Where a mapped message goes: the attached connection's state and the bytes for it.
@@ -382,6 +448,12 @@ impl Out<'_> {
     /// Parse, so its ParseComplete is swallowed.
     fn prepare(&mut self, stmt: &Statement, hidden: bool) {
         let responses = &mut self.link.responses;
+        if self.prepared.take_unsure(&stmt.server_name) {
+            // It may still be there (the DEALLOCATE ALL that was sent may have failed).
+            self.to_server
+                .extend_from_slice(&fe::statement_target(fe::tag::CLOSE, &stmt.server_name));
+            responses.push(Pending::Hidden(Expect::Close(None)));
+        }
         if let Some(victim) = self
             .prepared
             .insert(stmt.server_name.clone(), self.capacity)

@@ -1,6 +1,7 @@
 //! The relay's protocol logic on byte fixtures: a [`Session`] plays the driver's part (attach
 //! on demand, release when [`Machine::releasable`]) with no socket.
 
+mod effects;
 mod fixtures;
 
 use std::sync::Arc;

@@ -71,6 +71,10 @@ pub struct Session {
     pub to_client: BytesMut,
     pub checkouts: u32,
     pub releases: u32,
+    /// Settings read back at each release, in order (the driver's `detach`).
+    pub read_back: Vec<String>,
+    /// Releases after a RESET ALL / DISCARD ALL (the client's settings back to its startup).
+    pub resets: u32,
     pub terminated: bool,
     pub done: u32,
     pub retries: u32,
@@ -93,6 +97,8 @@ impl Session {
             to_client: BytesMut::new(),
             checkouts: 0,
             releases: 0,
+            read_back: Vec::new(),
+            resets: 0,
             terminated: false,
             done: 0,
             retries: 0,
@@ -164,6 +170,8 @@ impl Session {
         };
         link.responses.take_ready_synthetic(&mut self.to_client);
         if self.m.releasable(link, self.conn.input.is_empty()) {
+            self.read_back.append(&mut link.dirty);
+            self.resets += u32::from(link.reset_all);
             self.link = None;
             self.releases += 1;
         }
