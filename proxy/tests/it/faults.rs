@@ -247,6 +247,13 @@ async fn malformed_and_oversized_packets_get_08p01_and_harm_nothing() {
     // Still serving.
     let c = proxy.must_connect().await;
     must_one(&c, "SELECT 1").await;
-    assert_eq!(proxy.stats().in_use, 0);
+    // The relay returns the connection right after forwarding the answer, so the client may
+    // read it a moment before the pool counts the connection idle again.
+    must_eventually(
+        Duration::from_secs(5),
+        "every connection back in the pool",
+        || async { proxy.stats().in_use == 0 },
+    )
+    .await;
     proxy.shutdown().await;
 }

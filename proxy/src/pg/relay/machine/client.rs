@@ -3,7 +3,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use sidepool_protocol::ProtocolError;
-use sidepool_protocol::pg::TransactionStatus;
+use sidepool_protocol::pg::TransactionStatus::{self, Failed, Idle, InTransaction};
 use sidepool_protocol::pg::backend as be;
 use sidepool_protocol::pg::frame::{Header, Step};
 use sidepool_protocol::pg::frontend::{self as fe, Target};
@@ -177,6 +177,11 @@ impl Machine {
         env: &impl Env,
         to_server: &mut BytesMut,
     ) -> Result<(), ProtocolError> {
+        // The status the server will be in when it reads this message: known only when no
+        // earlier request's ReadyForQuery is still owed (a request in flight may open, fail or
+        // end a transaction block; a client can send on after an ErrorResponse before its
+        // ReadyForQuery has reached sidepool).
+        let settled = (link.owed == 0).then_some(link.status);
         if fe::ends_cycle(tag) {
             link.owed += 1;
             link.pending = false;
@@ -189,6 +194,7 @@ impl Machine {
         }
         let mut out = Out {
             link,
+            settled,
             prepared: conn.prepared,
             pid: conn.pid,
             to_server,
@@ -273,9 +279,10 @@ impl Machine {
         }
         let stmt = self.remember(p.name, p.rest, found, env);
         if out.prepared.touch(&stmt.server_name) {
-            if out.link.status == TransactionStatus::Failed {
+            if !matches!(out.settled, Some(Idle | InTransaction)) {
                 // The server answers a Parse in a failed transaction with 25P02 (or runs a
-                // ROLLBACK's): let it answer, with a Parse that leaves the shared one alone.
+                // ROLLBACK's), and with a request in flight the status is not known yet: let
+                // it answer, with a Parse that leaves the shared one alone.
                 let probe = fe::parse_message("", &stmt.content);
                 out.forward(probe, Some(Expect::Parse(None)), None);
                 return Ok(());
@@ -306,7 +313,7 @@ impl Machine {
     /// is the answer), and `DEALLOCATE ALL` not when pinned (SQL-level `PREPARE`d statements
     /// live on the server).
     fn answer_deallocate(&mut self, effects: &[Effect], link: &mut Link) -> bool {
-        if link.status == TransactionStatus::Failed {
+        if link.status == Failed {
             return false;
         }
         let tag = match effects {
@@ -395,9 +402,9 @@ impl Machine {
     /// transaction block.
     fn run_effects(&mut self, effects: &[Effect], link: &mut Link, prepared: &mut Prepared) {
         let fails = match link.status {
-            TransactionStatus::Idle => false,
-            TransactionStatus::InTransaction => effects.contains(&Effect::ResetAll),
-            TransactionStatus::Failed => true,
+            Idle => false,
+            InTransaction => effects.contains(&Effect::ResetAll),
+            Failed => true,
         };
         for e in effects {
             match e {
@@ -430,6 +437,8 @@ struct Found {
 /// Where a mapped message goes: the attached connection's state and the bytes for it.
 struct Out<'a> {
     link: &'a mut Link,
+    /// The transaction status before the message, if no earlier request is in flight.
+    settled: Option<TransactionStatus>,
     prepared: &'a mut Prepared,
     pid: i32,
     to_server: &'a mut BytesMut,

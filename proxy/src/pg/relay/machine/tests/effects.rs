@@ -236,3 +236,37 @@ fn a_parse_of_a_prepared_statement_in_a_failed_transaction_gets_the_servers_answ
     );
     assert!(s.conn.prepared.touch("sidepool_1"), "still known prepared");
 }
+
+#[test]
+fn a_parse_sent_before_the_failed_statements_ready_for_query_arrived_gets_the_servers_answer() {
+    let mut s = with_a_prepared_statement();
+    s.client(&query("BEGIN"));
+    s.server(&cat(&[
+        &complete("BEGIN"),
+        &ready(TransactionStatus::InTransaction),
+    ]));
+    s.client(&query("SELECT 1/0"));
+    // The error reaches the client, which sends on before the ReadyForQuery 'E' has reached
+    // sidepool (tokio-postgres returns at the ErrorResponse): the status is not known yet.
+    let err = server_error("22012", "division by zero");
+    s.server(&err);
+    s.take_server();
+    s.take_client();
+    s.client(&cat(&[&parse("s2", "SELECT 1"), &sync()]));
+    assert_eq!(
+        s.take_server(),
+        cat(&[&server_parse("", "SELECT 1"), &sync()]),
+        "the server answers, not sidepool"
+    );
+    s.server(&ready(TransactionStatus::Failed));
+    let aborted = server_error("25P02", "current transaction is aborted");
+    s.server(&cat(&[&aborted, &ready(TransactionStatus::Failed)]));
+    assert_eq!(
+        s.take_client(),
+        cat(&[
+            &ready(TransactionStatus::Failed),
+            &aborted,
+            &ready(TransactionStatus::Failed)
+        ])
+    );
+}
