@@ -19,17 +19,12 @@
 //! This module knows no wire format: errors reach it typed ([`CheckoutFailure`]) and each
 //! protocol renders them in its own error packet.
 
-pub mod admit;
+mod admit;
 mod attach;
 mod release;
 mod server_side;
 
-pub use self::admit::{ClientSide, admit};
-pub use self::attach::{
-    Attached, CheckoutFailure, attach, checkout, checkout_for_check, checkout_live,
-};
+pub use self::admit::{ClientSide, MAX_CLIENTS_HINT, admit};
+pub use self::attach::{Attached, CheckoutFailure, attach, checkout_for_check, checkout_live};
 pub use self::release::{Leaving, OnKill, finish, kill_reason, on_kill};
-pub use self::server_side::{
-    BackendPool, Conn, ConnectError, DEAD_RETRIES, INBOX_CAP, RESET_TIMEOUT, Reset, ServerSide,
-    SyncError,
-};
+pub use self::server_side::{Conn, INBOX_CAP, RESET_TIMEOUT, Reset, ServerSide, SyncError};

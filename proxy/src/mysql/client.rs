@@ -26,7 +26,7 @@ use super::relay::Relay;
 use super::service::MyService;
 use crate::error::SessionError;
 use crate::lifecycle::ClientSide;
-use crate::lifecycle::admit::MAX_CLIENTS_HINT;
+use crate::lifecycle::MAX_CLIENTS_HINT;
 use crate::service::PoolCore;
 use crate::session::ClientInfo;
 use crate::tls::Stream;

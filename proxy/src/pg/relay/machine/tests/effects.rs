@@ -119,6 +119,15 @@ fn a_lone_deallocate_all_is_answered_and_the_servers_statements_stay() {
 
 /// [`with_a_prepared_statement`], then in a transaction block that failed.
 fn in_a_failed_transaction() -> Session {
+    let mut s = failing_in_a_transaction();
+    s.server(&ready(TransactionStatus::Failed));
+    s.take_client();
+    s
+}
+
+/// [`with_a_prepared_statement`], then a statement in a transaction block whose
+/// ErrorResponse has reached the client but whose ReadyForQuery 'E' has not reached sidepool.
+fn failing_in_a_transaction() -> Session {
     let mut s = with_a_prepared_statement();
     s.client(&query("BEGIN"));
     s.server(&cat(&[
@@ -126,8 +135,7 @@ fn in_a_failed_transaction() -> Session {
         &ready(TransactionStatus::InTransaction),
     ]));
     s.client(&query("SELECT 1/0"));
-    let err = server_error("22012", "division by zero");
-    s.server(&cat(&[&err, &ready(TransactionStatus::Failed)]));
+    s.server(&server_error("22012", "division by zero"));
     s.take_server();
     s.take_client();
     s
@@ -239,19 +247,8 @@ fn a_parse_of_a_prepared_statement_in_a_failed_transaction_gets_the_servers_answ
 
 #[test]
 fn a_parse_sent_before_the_failed_statements_ready_for_query_arrived_gets_the_servers_answer() {
-    let mut s = with_a_prepared_statement();
-    s.client(&query("BEGIN"));
-    s.server(&cat(&[
-        &complete("BEGIN"),
-        &ready(TransactionStatus::InTransaction),
-    ]));
-    s.client(&query("SELECT 1/0"));
-    // The error reaches the client, which sends on before the ReadyForQuery 'E' has reached
-    // sidepool (tokio-postgres returns at the ErrorResponse): the status is not known yet.
-    let err = server_error("22012", "division by zero");
-    s.server(&err);
-    s.take_server();
-    s.take_client();
+    // tokio-postgres returns at the ErrorResponse and sends on: the status is not known yet.
+    let mut s = failing_in_a_transaction();
     s.client(&cat(&[&parse("s2", "SELECT 1"), &sync()]));
     assert_eq!(
         s.take_server(),
