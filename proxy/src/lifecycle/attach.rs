@@ -137,7 +137,7 @@ pub async fn checkout<S: ServerSide>(
 
 /// A connection from `pool` that the server has not closed: skips (and closes) up to
 /// [`DEAD_RETRIES`] idle connections that the server closed meanwhile. Health checks use it
-/// as it is; sessions through [`checkout`].
+/// as it is; sessions through [`attach`].
 ///
 /// # Errors
 /// [`CheckoutFailure::Pool`] or [`CheckoutFailure::AllDead`].

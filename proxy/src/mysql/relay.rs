@@ -6,7 +6,8 @@
 //! The classic protocol is strictly request/response, so the relay is too: it reads a whole
 //! command, then relays the response packet by packet. This file is the async driver: the
 //! decisions (what a command asks for, statement id mapping, response streaming, release)
-//! are the socket-free [`machine`]; the session lifecycle is in [`lifecycle`].
+//! are the socket-free [`machine`]; the session around the commands is [`session`], and what
+//! every protocol shares is [`crate::lifecycle`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

@@ -4,7 +4,8 @@
 //!
 //! This file is the async driver: it waits on the client, the server and the kill signal,
 //! feeds bytes to the protocol logic in [`machine`] (a synchronous state machine with byte
-//! fixture tests) and performs what it asks: writes, checkout, release ([`lifecycle`]).
+//! fixture tests) and performs what it asks: writes, checkout, release ([`session`],
+//! [`crate::lifecycle`]).
 //!
 //! Messages are framed as they pass ([`sidepool_protocol::pg::frame::Scanner`]); bodies are
 //! copied, never decoded and re-encoded. Session mode reads only headers plus whole `ReadyForQuery`/`ParameterStatus`.
