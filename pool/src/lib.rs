@@ -41,6 +41,12 @@
 //!   while idle.
 //! - [`Pool::set_settings`] applies reloads without ever exceeding the lower of old and new
 //!   `max_open` (`reload`); [`Pool::close`] shuts down (`shutdown`).
+//! - **Gate** (fleet budget, docs/fleet-budget.md): a pool [`Pool::set_gated`] opens nothing
+//!   on its own (checkouts that find nothing idle wait; no warm-up, no rebalancing opens);
+//!   [`Pool::grow`] opens one connection for the oldest waiter (else towards `min_idle`) and
+//!   returns once the server has it, [`Pool::shed`] gives connections back (`fleet`: idle ones
+//!   at once, the rest at check-in), and [`Pool::borrow`] lends one connection ahead of every
+//!   waiter for the coordination queries.
 //! - Time is `tokio::time::Instant` throughout, so tests run on paused time. One
 //!   `parking_lot::Mutex` per pool, never held across `.await`; connections are dropped and the
 //!   observer called after it is released; waiters are woken through `tokio::sync::oneshot`.
@@ -54,6 +60,7 @@
 
 mod connector;
 mod error;
+mod gate;
 mod guard;
 mod observer;
 mod pool;
@@ -67,6 +74,7 @@ mod tests;
 
 pub use connector::Connector;
 pub use error::{ErrorKind, ErrorSide, PoolError, Result};
+pub use gate::Grow;
 pub use guard::Pooled;
 pub use observer::{CloseReason, NoopObserver, PoolObserver};
 pub use pool::Pool;

@@ -21,11 +21,14 @@ pub enum CloseReason {
     Shutdown,
     /// An idle connection of one key closed to make room for a checkout of another key.
     Rebalance,
+    /// Given back to a fleet budget shared with other pools ([`crate::Pool::shed`]), or opened
+    /// and found to have no room in it ([`crate::Pool::grow`]).
+    Fleet,
 }
 
 impl CloseReason {
     /// Every reason, in the order of [`CloseReason::index`].
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::MaxIdle,
         CloseReason::MaxIdleTime,
         CloseReason::MaxLifetime,
@@ -33,6 +36,7 @@ impl CloseReason {
         CloseReason::Reload,
         CloseReason::Shutdown,
         CloseReason::Rebalance,
+        CloseReason::Fleet,
     ];
 
     /// Metric label: `max_idle`, `max_idle_time`, `max_lifetime`, `broken`, `reload`,
@@ -46,6 +50,7 @@ impl CloseReason {
             CloseReason::Reload => "reload",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Rebalance => "rebalance",
+            CloseReason::Fleet => "fleet",
         }
     }
 

@@ -21,12 +21,12 @@ use crate::{CheckoutInfo, Connector, PoolError, PoolObserver, PoolSettings, Pool
 /// Cheap to clone: clones share one pool. `O` is what the caller attaches to a checkout (the
 /// proxy's session info); [`Pool::checkouts`] gives it back for leak reports.
 pub struct Pool<C: Connector, O: Send + 'static = ()> {
-    shared: Arc<Shared<C, O>>,
+    pub(crate) shared: Arc<Shared<C, O>>,
 }
 
 /// Lives as long as some `Pool` clone does; stops the reaper when the last one goes.
-struct Shared<C: Connector, O: Send + 'static> {
-    inner: Arc<Inner<C, O>>,
+pub(crate) struct Shared<C: Connector, O: Send + 'static> {
+    pub inner: Arc<Inner<C, O>>,
     reaper: AbortHandle,
 }
 
@@ -222,7 +222,7 @@ impl<C: Connector, O: Send + 'static> Inner<C, O> {
         }
     }
 
-    async fn connect(
+    pub async fn connect(
         &self,
         key: &C::Key,
         timeout: Duration,
@@ -324,11 +324,27 @@ impl<C: Connector, O: Send + 'static> Inner<C, O> {
 
 /// An `opening` slot reserved for a connect; if the connect future is dropped before it
 /// finishes (cancelled checkout, runtime shutdown), the slot is given back.
-struct OpeningSlot<'a, C: Connector, O: Send + 'static> {
+pub(crate) struct OpeningSlot<'a, C: Connector, O: Send + 'static> {
     inner: &'a Arc<Inner<C, O>>,
     /// `None` = the caller's own connect.
     purpose: Option<Purpose>,
     armed: bool,
+}
+
+impl<'a, C: Connector, O: Send + 'static> OpeningSlot<'a, C, O> {
+    /// Guards the slot reserved for a connect with `purpose` (`None` = the caller's own).
+    pub fn new(inner: &'a Arc<Inner<C, O>>, purpose: Option<Purpose>) -> Self {
+        OpeningSlot {
+            inner,
+            purpose,
+            armed: true,
+        }
+    }
+
+    /// The connect finished: the caller accounts for the slot itself.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
 }
 
 impl<C: Connector, O: Send + 'static> Drop for OpeningSlot<'_, C, O> {

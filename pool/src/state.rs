@@ -7,6 +7,7 @@
 //! connection keeps its `closing` slot until its value has been dropped, so the server never
 //! sees more than `max_open` connections even while a replacement is being opened.
 
+mod gate;
 mod maintenance;
 mod placement;
 mod slab;
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::observer::CloseReason;
 use crate::{CheckoutInfo, Connector, PoolError, PoolSettings, Stats};
+pub(crate) use gate::{Lend, NoOpen};
 use slab::Slab;
 use waiters::Waiters;
 
@@ -64,6 +66,13 @@ struct Checkout<K, O> {
     owner: O,
     checked_out_at: Instant,
     created_at: Instant,
+}
+
+/// A borrow ([`crate::Pool::borrow`]) waiting for the next connection checked in: it goes
+/// ahead of every queued checkout.
+pub(crate) struct Borrower<C: Connector, O> {
+    pub owner: O,
+    pub tx: oneshot::Sender<(C::Key, Handover<C>)>,
 }
 
 /// Why a connection is being opened by a spawned task.
@@ -138,6 +147,13 @@ pub(crate) struct State<C: Connector, O> {
     closing: u32,
     /// Of `opening`, those the reaper started for `min_idle`.
     warming: u32,
+    /// Connections open only through [`crate::Pool::grow`]: somebody else (the fleet budget)
+    /// decides when this pool may open one.
+    gated: bool,
+    /// Connections to close at check-in instead of placing them ([`crate::Pool::shed`]).
+    shed_owed: u32,
+    /// At most one borrow waits for the next check-in.
+    borrower: Option<Borrower<C, O>>,
     waiters: Waiters<C, O>,
     checkouts: Slab<Checkout<C::Key, O>>,
     /// The key `min_idle` is kept for: the most recently checked-out one.
@@ -176,6 +192,9 @@ impl<C: Connector, O> State<C, O> {
             opening: 0,
             closing: 0,
             warming: 0,
+            gated: false,
+            shed_owed: 0,
+            borrower: None,
             waiters: Waiters::new(),
             checkouts: Slab::new(),
             last_key: None,
@@ -187,6 +206,11 @@ impl<C: Connector, O> State<C, O> {
     /// What the hard limit bounds.
     fn total(&self) -> u32 {
         self.idle_count + self.in_use + self.opening + self.closing
+    }
+
+    /// Whether the pool may open a connection on its own now.
+    fn may_open(&self) -> bool {
+        !self.gated && self.total() < self.settings.max_open
     }
 
     fn waiting(&self) -> u32 {
@@ -214,12 +238,13 @@ impl<C: Connector, O> State<C, O> {
         if let Some(ic) = self.take_idle(key, now, fx) {
             return Begin::Ready(self.check_out(key.clone(), owner, ic.conn, ic.meta, now));
         }
-        if self.total() < self.settings.max_open {
+        if self.may_open() {
             self.opening += 1;
             return Begin::Open(owner);
         }
-        // Under a lowered max_open the freed slots must not be reused until total < max_open.
-        let at_limit_only = self.total() - self.closing <= self.settings.max_open;
+        // Under a lowered max_open the freed slots must not be reused until total < max_open;
+        // a gated pool never opens here.
+        let at_limit_only = !self.gated && self.total() - self.closing <= self.settings.max_open;
         if fx.held_slots > 0 && at_limit_only {
             // take_idle just closed expired connections of this key: the caller drops them
             // before it connects, so one of their slots passes straight to it.
@@ -333,6 +358,28 @@ impl<C: Connector, O> State<C, O> {
 
     // ---- idle list helpers ------------------------------------------------------------------
 
+    /// Pops the newest usable idle connection of any key (the most recently used key first),
+    /// closing expired ones on the way.
+    fn take_idle_any(
+        &mut self,
+        now: Instant,
+        fx: &mut Effects<C>,
+    ) -> Option<(C::Key, IdleConn<C::Conn>)> {
+        loop {
+            let key = match &self.last_key {
+                Some(k) if self.idle.get(k).is_some_and(|l| !l.is_empty()) => k.clone(),
+                _ => self
+                    .idle
+                    .iter()
+                    .find(|(_, l)| !l.is_empty())
+                    .map(|(k, _)| k.clone())?,
+            };
+            if let Some(ic) = self.take_idle(&key, now, fx) {
+                return Some((key, ic));
+            }
+        }
+    }
+
     /// Pops the newest usable idle connection of `key`, closing expired ones on the way.
     fn take_idle(
         &mut self,
@@ -400,6 +447,7 @@ impl<C: Connector, O> State<C, O> {
             max_lifetime_closed: closed(CloseReason::MaxLifetime),
             broken_closed: closed(CloseReason::Broken),
             rebalance_closed: closed(CloseReason::Rebalance),
+            fleet_closed: closed(CloseReason::Fleet),
             reload_closed: closed(CloseReason::Reload),
             shutdown_closed: closed(CloseReason::Shutdown),
             opened: c.opened,

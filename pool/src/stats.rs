@@ -38,6 +38,8 @@ pub struct Stats {
     pub broken_closed: u64,
     /// Idle connections of one key closed for a checkout of another key.
     pub rebalance_closed: u64,
+    /// Given back to a fleet budget, or opened into a fleet without room.
+    pub fleet_closed: u64,
     /// Closed to honour lowered limits after a reload.
     pub reload_closed: u64,
     /// Closed by shutdown.

@@ -4,6 +4,7 @@
 
 mod checkout;
 mod close_reasons;
+mod gate;
 mod limits;
 mod reaper;
 

@@ -28,7 +28,7 @@ impl<C: Connector, O> State<C, O> {
             self.idle_count -= 1;
             self.close(conn, reason, fx);
         }
-        if !self.waiters.is_empty() {
+        if !self.waiters.is_empty() || self.gated {
             return;
         }
         if let Some(key) = &self.last_key {

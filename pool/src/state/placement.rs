@@ -53,6 +53,19 @@ impl<C: Connector, O> State<C, O> {
                 // Only after max_open was lowered: shrink at the idle point.
                 return self.close(conn, CloseReason::Reload, fx);
             }
+            if self.shed_owed > 0 {
+                self.shed_owed -= 1;
+                return self.close(conn, CloseReason::Fleet, fx);
+            }
+            if let Some(b) = self.borrower.take() {
+                match self.lend(key.clone(), b, conn, meta, now) {
+                    None => return,
+                    Some((c, m)) => {
+                        (conn, meta) = (c, m);
+                        continue;
+                    }
+                }
+            }
             if self.waiters.is_empty() {
                 break;
             }
@@ -117,7 +130,7 @@ impl<C: Connector, O> State<C, O> {
     /// spawned connect. At the limit with only other keys' connections idle, close one of them
     /// (one at a time: the freed slot comes back here).
     pub fn fill_waiters(&mut self, now: Instant, fx: &mut Effects<C>) {
-        if self.closed {
+        if self.closed || self.gated {
             return;
         }
         while let Some((id, key)) = self.waiters.first_without_opener() {
@@ -192,7 +205,7 @@ impl<C: Connector, O> State<C, O> {
         self.fill_waiters(now, fx);
     }
 
-    fn open_ended(&mut self, purpose: Purpose) {
+    pub(super) fn open_ended(&mut self, purpose: Purpose) {
         self.opening -= 1;
         match purpose {
             Purpose::Warm => self.warming -= 1,
