@@ -79,6 +79,9 @@ pub enum PoolField {
     /// `[pools.tcp]`: live; sockets opened or accepted after the reload get the new options,
     /// open ones keep theirs.
     Tcp,
+    /// `[pools.fleet]`: rebuild (the new backends join the fleet as a new sidecar would, while
+    /// the old ones drain and stay counted).
+    Fleet,
     /// `[pools.tls]`: rebuild.
     Tls,
     /// `[[pools.users]]` (names or passwords): rebuild.
@@ -106,6 +109,7 @@ impl PoolField {
             Self::Leaks => "leaks",
             Self::Routing => "routing",
             Self::Tcp => "tcp",
+            Self::Fleet => "fleet",
             Self::Tls => "tls",
             Self::Users => "users",
             Self::TidbStatusPort => "tidb_status_port",
@@ -171,6 +175,7 @@ fn pool_fields(a: &PoolConfig, b: &PoolConfig) -> Vec<PoolField> {
         (PoolField::Leaks, a.leaks != b.leaks),
         (PoolField::Routing, a.routing != b.routing),
         (PoolField::Tcp, a.tcp != b.tcp),
+        (PoolField::Fleet, a.fleet != b.fleet),
         (PoolField::Tls, a.tls != b.tls),
         (PoolField::Users, a.users != b.users),
         (

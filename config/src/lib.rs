@@ -46,8 +46,8 @@ pub use keyword::{
     ServerTlsMode, UnknownKeyword,
 };
 pub use model::{
-    Admin, Config, Leaks, Limits, Log, PoolConfig, Routing, Runtime, Shutdown, Tcp, TcpOptions,
-    Tls, User,
+    Admin, Config, Fleet, Leaks, Limits, Log, PoolConfig, Routing, Runtime, Shutdown, Tcp,
+    TcpOptions, Tls, User,
 };
 pub use render::SecretRendering;
 pub use secret::{Secret, SecretSource};

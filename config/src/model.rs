@@ -117,6 +117,9 @@ pub struct PoolConfig {
     pub routing: Routing,
     /// `[pools.tcp]`: keepalive and `TCP_USER_TIMEOUT` of server and client sockets.
     pub tcp: Tcp,
+    /// `[pools.fleet]`: optional; one budget of server connections shared by every sidepool
+    /// that serves this pool (docs/fleet-budget.md). Absent = each sidecar's own limits only.
+    pub fleet: Option<Fleet>,
     /// `[pools.tls]`: optional; absent = no TLS on either side.
     pub tls: Option<Tls>,
     /// `[[pools.users]]`: who may connect, with the passwords sidepool checks and uses upstream.
@@ -306,6 +309,23 @@ pub struct TcpOptions {
     /// keepalive: it should not be below idle + interval x count. `"0s"` = the kernel's
     /// retransmission limits (`None`).
     pub user_timeout: Option<Duration>,
+}
+
+/// `[pools.fleet]`: a budget of server connections for all sidecars of a pool together, per
+/// backend, kept by a census through the database itself (docs/fleet-budget.md). Not for
+/// dameng pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// `max_open_total`: most server connections of the pool's users that the server lists,
+    /// summed over every sidecar (and any other session of those users), per backend.
+    /// Required, at least 1.
+    pub max_open_total: u32,
+    /// `min_share`: a sidecar with waiting clients is not kept below this many connections.
+    /// Default 1; at least 1 and at most `max_open_total`.
+    pub min_share: u32,
+    /// `key`: sidecars whose pools have the same key share one budget. Default: the pool's
+    /// name.
+    pub key: String,
 }
 
 /// `[pools.tls]`. Relative paths are resolved against the config file's directory by

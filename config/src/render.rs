@@ -147,6 +147,13 @@ fn write_pool(out: &mut String, p: &PoolConfig, secrets: SecretRendering) -> std
         writeln!(out, "{side}_user_timeout = {user}")?;
     }
 
+    if let Some(f) = &p.fleet {
+        writeln!(out, "\n[pools.fleet]")?;
+        writeln!(out, "max_open_total = {}", f.max_open_total)?;
+        writeln!(out, "min_share = {}", f.min_share)?;
+        writeln!(out, "key = {}", quote(&f.key))?;
+    }
+
     if let Some(t) = &p.tls {
         writeln!(out, "\n[pools.tls]")?;
         for (key, path) in [

@@ -18,6 +18,7 @@ const POOL_KEYS: &[&str] = &[
     "leaks",
     "routing",
     "tcp",
+    "fleet",
     "tls",
     "users",
     "tidb_status_port",
@@ -68,6 +69,10 @@ pub(super) fn build(ctx: &mut Ctx<'_>, s: &Section<'_>) -> Built {
     let routing = sections::routing(ctx, routing.as_ref(), protocol);
     let tcp = s.section(ctx, "tcp");
     let tcp = sections::tcp(ctx, tcp.as_ref());
+    let fleet = s.section(ctx, "fleet").and_then(|f| {
+        let name = name.as_ref().map(|(n, _)| n.as_str());
+        sections::fleet(ctx, &f, name, protocol)
+    });
     let tls = s.section(ctx, "tls").map(|t| sections::tls(ctx, &t));
     let trust = client_auth == Some(ClientAuth::Trust);
     let users = sections::users(ctx, s, trust);
@@ -93,6 +98,7 @@ pub(super) fn build(ctx: &mut Ctx<'_>, s: &Section<'_>) -> Built {
             leaks,
             routing,
             tcp,
+            fleet,
             tls,
             users,
             tidb_status_port,

@@ -7,7 +7,7 @@ use crate::keyword::TIDB_REPLICA_READ;
 use crate::secret::{SecretSource, expand_env};
 use crate::tree::{Ctx, Field, Section, suggest};
 use crate::{ClientTlsMode, Leaks, Limits, ProblemKind, Protocol, Routing, Secret, ServerTlsMode};
-use crate::{Tcp, TcpOptions, Tls, User};
+use crate::{Fleet, Tcp, TcpOptions, Tls, User};
 
 /// `[pools.limits]`; `None` = all defaults.
 pub(super) fn limits(ctx: &mut Ctx<'_>, s: Option<&Section<'_>>) -> Limits {
@@ -96,6 +96,65 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, s: Option<&Section<'_>>) -> Limits {
         limits.query_timeout = (!d.is_zero()).then_some(d);
     }
     limits
+}
+
+/// `[pools.fleet]`; `None` when it is invalid (problems reported). `name` is the pool's name,
+/// the default key.
+pub(super) fn fleet(
+    ctx: &mut Ctx<'_>,
+    s: &Section<'_>,
+    name: Option<&str>,
+    protocol: Option<Protocol>,
+) -> Option<Fleet> {
+    s.check_keys(ctx, &["max_open_total", "min_share", "key"]);
+    if protocol == Some(Protocol::Dameng) {
+        let message = "a fleet budget needs advisory locks or GET_LOCK: not for dameng pools";
+        ctx.report(s.at, &s.path, ProblemKind::Conflict, message.to_owned());
+        return None;
+    }
+    let total = match s.get("max_open_total") {
+        Some(f) => f.u32(ctx, 1)?,
+        None => {
+            let message = "missing required key `max_open_total`".to_owned();
+            ctx.report(
+                s.at,
+                &s.key_path("max_open_total"),
+                ProblemKind::Missing,
+                message,
+            );
+            return None;
+        }
+    };
+    let min_share = match s.get("min_share") {
+        Some(f) => {
+            let n = f.u32(ctx, 1)?;
+            if n > total {
+                f.problem(
+                    ctx,
+                    format!("min_share ({n}) exceeds max_open_total ({total})"),
+                );
+                return None;
+            }
+            n
+        }
+        None => 1,
+    };
+    let key = match s.get("key") {
+        Some(f) => {
+            let key = f.str(ctx)?;
+            if key.trim().is_empty() || key.len() > 200 {
+                f.problem(ctx, "fleet key must be 1 to 200 characters");
+                return None;
+            }
+            key.to_owned()
+        }
+        None => name?.to_owned(),
+    };
+    Some(Fleet {
+        max_open_total: total,
+        min_share,
+        key,
+    })
 }
 
 /// A duration above zero.

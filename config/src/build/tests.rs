@@ -989,3 +989,56 @@ fn bad_tcp_values_are_all_reported_with_their_lines() {
         "at most 24 days",
     );
 }
+
+// ---- [pools.fleet] ----
+
+#[test]
+fn no_fleet_table_means_no_fleet_budget() {
+    assert_eq!(must_parse(POOL).pools[0].fleet, None);
+}
+
+#[test]
+fn fleet_keys_parse_and_the_key_defaults_to_the_pool_name() {
+    let c = must_parse(&with_pool("[pools.fleet]\nmax_open_total = 200\n"));
+    let f = c.pools[0].fleet.as_ref().unwrap();
+    assert_eq!((f.max_open_total, f.min_share), (200, 1));
+    assert_eq!(f.key, c.pools[0].name);
+    let c = must_parse(&with_pool(
+        "[pools.fleet]\nmax_open_total = 12\nmin_share = 2\nkey = \"orders\"\n",
+    ));
+    let f = c.pools[0].fleet.as_ref().unwrap();
+    assert_eq!(
+        (f.max_open_total, f.min_share, f.key.as_str()),
+        (12, 2, "orders")
+    );
+}
+
+#[test]
+fn a_fleet_needs_a_total_a_share_within_it_and_a_protocol_with_locks() {
+    let p = must_fail_once(&with_pool("[pools.fleet]\nmin_share = 1\n"));
+    assert_problem(
+        &p,
+        "pools[0].fleet.max_open_total",
+        Missing,
+        "max_open_total",
+    );
+    let p = must_fail_once(&with_pool(
+        "[pools.fleet]\nmax_open_total = 4\nmin_share = 5\n",
+    ));
+    assert_problem(
+        &p,
+        "pools[0].fleet.min_share",
+        Value,
+        "exceeds max_open_total (4)",
+    );
+    let p = must_fail_once(&with_pool("[pools.fleet]\nmax_open_total = 0\n"));
+    assert_problem(&p, "pools[0].fleet.max_open_total", Value, "at least 1");
+    let p = must_fail_once(&with_pool(
+        "[pools.fleet]\nmax_open_total = 4\nmax_open = 2\n",
+    ));
+    assert_problem(&p, "pools[0].fleet.max_open", UnknownKey, "max_open_total");
+    let dm = POOL.replace("protocol = \"postgres\"", "protocol = \"dameng\"");
+    assert_ne!(dm, POOL, "the fixture names its protocol");
+    let p = must_fail_once(&format!("{dm}[pools.fleet]\nmax_open_total = 4\n"));
+    assert_problem(&p, "pools[0].fleet", Conflict, "not for dameng");
+}
