@@ -175,6 +175,11 @@ impl<C: Connector, O: Send + 'static> Pool<C, O> {
         inner.run(fx);
     }
 
+    /// Whether [`Pool::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.inner.state.lock().closed
+    }
+
     /// The settings in force.
     pub fn settings(&self) -> PoolSettings {
         self.shared.inner.state.lock().settings.clone()

@@ -17,6 +17,7 @@ pub mod console;
 pub mod context;
 pub mod dm;
 pub mod error;
+pub mod fleet;
 pub mod io;
 pub mod leaks;
 pub mod lifecycle;

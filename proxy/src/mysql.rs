@@ -100,6 +100,14 @@ fn build(p: &PoolConfig, telemetry: &Telemetry) -> Result<MyService, TlsError> {
         &check_key,
         p.protocol == Protocol::Tidb,
     );
+    crate::fleet::join_all(
+        &core,
+        p,
+        &primary,
+        &replicas,
+        crate::fleet::mysql::MyDialect::new,
+        telemetry,
+    );
     Ok(MyService {
         core,
         client_auth: p.client_auth,

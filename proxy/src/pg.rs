@@ -94,19 +94,15 @@ pub fn service(
         user: first_user.into(),
         database: "postgres".into(),
     }));
-    for (replica, pool) in core.replicas.iter().zip(&replicas) {
-        let probe = health::PgProbe {
-            pool: pool.clone(),
-            key: check_key.clone(),
-            pool_name: core.name.clone(),
-        };
-        core.checks.lock().spawn(crate::route::health::run(
-            core.name.clone(),
-            replica.clone(),
-            core.routing.clone(),
-            probe,
-        ));
-    }
+    spawn_replica_checks(&core, &replicas, &check_key);
+    crate::fleet::join_all(
+        &core,
+        p,
+        &primary,
+        &replicas,
+        crate::fleet::pg::PgDialect::new,
+        &ctx.telemetry,
+    );
     Ok(Arc::new(PgService {
         core,
         client_tls,
@@ -123,6 +119,27 @@ pub fn service(
         startup_settings: Default::default(),
         prepared_per_connection: p.limits.prepared_statements_per_connection as usize,
     }))
+}
+
+/// Starts the health check of each replica (its pool at the same index as in `core`).
+fn spawn_replica_checks(
+    core: &PoolCore,
+    replicas: &[PgPool],
+    check_key: &Arc<parking_lot::Mutex<ConnKey>>,
+) {
+    for (replica, pool) in core.replicas.iter().zip(replicas) {
+        let probe = health::PgProbe {
+            pool: pool.clone(),
+            key: check_key.clone(),
+            pool_name: core.name.clone(),
+        };
+        core.checks.lock().spawn(crate::route::health::run(
+            core.name.clone(),
+            replica.clone(),
+            core.routing.clone(),
+            probe,
+        ));
+    }
 }
 
 /// One pool per configured replica, each also listed in `core.replicas` at the same index.

@@ -73,8 +73,11 @@ pub struct PoolCore {
     pub routing: Arc<Routing>,
     /// Round-robin start for ties between replicas ([`crate::route::pick`]).
     pub replica_turn: AtomicUsize,
-    /// The replicas' health checks; dropped (aborted) with the pool, or by [`PoolCore::close`].
+    /// The replicas' health checks and the fleet tasks; dropped (aborted) with the pool, or by
+    /// [`PoolCore::close`].
     pub checks: Mutex<tokio::task::JoinSet<()>>,
+    /// With `[pools.fleet]`: each backend's fleet state, primary first.
+    pub fleets: Mutex<Vec<Arc<crate::fleet::state::FleetState>>>,
 }
 
 /// One backend of a pool, for listings (console, `/pools`, metrics, leak watcher).
@@ -123,6 +126,7 @@ impl PoolCore {
             routing: Arc::new(Routing::new(RoutingSettings::for_pool(p))),
             replica_turn: AtomicUsize::new(0),
             checks: Mutex::new(tokio::task::JoinSet::new()),
+            fleets: Mutex::new(Vec::new()),
         }
     }
 

@@ -74,6 +74,30 @@ pub mod names {
     pub const CONFIG_RELOADS: &str = "sidepool_config_reloads_total";
     /// gauge {version}: always 1.
     pub const BUILD_INFO: &str = "sidepool_build_info";
+    /// gauge {pool,backend}: `[pools.fleet] max_open_total`.
+    pub const FLEET_BUDGET: &str = "sidepool_fleet_budget_connections";
+    /// gauge {pool,backend}: the server's count at the last census (backends + reservations).
+    pub const FLEET_USED: &str = "sidepool_fleet_used_connections";
+    /// gauge {pool,backend}: this sidecar's connections now.
+    pub const FLEET_SHARE: &str = "sidepool_fleet_share_connections";
+    /// gauge {pool,backend}: the fair share at the last census.
+    pub const FLEET_FAIR_SHARE: &str = "sidepool_fleet_fair_share_connections";
+    /// gauge {pool,backend}: sidecars seen at the last census.
+    pub const FLEET_MEMBERS: &str = "sidepool_fleet_members";
+    /// gauge {pool,backend}: other sidecars waiting below their fair share at the last census.
+    pub const FLEET_HUNGRY: &str = "sidepool_fleet_hungry_members";
+    /// histogram {pool,backend}: how long checkouts queued while the budget had no room.
+    pub const FLEET_WAIT: &str = "sidepool_fleet_wait_seconds";
+    /// counter {pool,backend,kind}: censuses by outcome (room, full, error).
+    pub const FLEET_CENSUSES: &str = "sidepool_fleet_censuses_total";
+    /// counter {pool,backend,kind}: join attempts by outcome (admitted, no_room, error).
+    pub const FLEET_JOINS: &str = "sidepool_fleet_joins_total";
+    /// counter {pool,backend,reason}: connections given back to the fleet (joiner, hungry).
+    pub const FLEET_YIELDS: &str = "sidepool_fleet_yields_total";
+    /// gauge {pool,backend}: 1 while coordination is impossible (no growth).
+    pub const FLEET_BLIND: &str = "sidepool_fleet_blind";
+    /// counter {pool,backend,reason}: times coordination became impossible.
+    pub const FLEET_BLIND_TOTAL: &str = "sidepool_fleet_blind_total";
 }
 
 /// Buckets of the wait and query histograms, in seconds: 10 µs (an idle connection handed
@@ -138,6 +162,9 @@ impl Telemetry {
             })
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(names::POOL_HOLD.into()), &HOLD_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(names::FLEET_WAIT.into()), &WAIT_BUCKETS)
             })
             .expect("bucket lists are non-empty constants")
             .build_recorder();
@@ -246,15 +273,19 @@ impl Telemetry {
         self.handle.run_upkeep();
     }
 
-    fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+    pub(crate) fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
         self.recorder.register_counter(&key(name, labels), &META)
     }
 
-    fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+    pub(crate) fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
         self.recorder.register_gauge(&key(name, labels), &META)
     }
 
-    fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+    pub(crate) fn histogram(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> Histogram {
         self.recorder.register_histogram(&key(name, labels), &META)
     }
 }
@@ -276,7 +307,13 @@ enum Kind {
 fn kind_of(name: &str) -> Kind {
     if name.ends_with("_total") {
         Kind::Counter
-    } else if name == names::POOL_WAIT || name == names::POOL_HOLD || name == names::QUERY_DURATION
+    } else if [
+        names::POOL_WAIT,
+        names::POOL_HOLD,
+        names::QUERY_DURATION,
+        names::FLEET_WAIT,
+    ]
+    .contains(&name)
     {
         Kind::Histogram
     } else {
@@ -286,6 +323,54 @@ fn kind_of(name: &str) -> Kind {
 
 /// `# HELP` texts.
 const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        names::FLEET_BUDGET,
+        "Server connections all sidecars of the pool may hold together ([pools.fleet] max_open_total).",
+    ),
+    (
+        names::FLEET_USED,
+        "Server connections of the pool's users the server listed at the last census, reservations included.",
+    ),
+    (
+        names::FLEET_SHARE,
+        "Server connections this sidecar holds now.",
+    ),
+    (
+        names::FLEET_FAIR_SHARE,
+        "This sidecar's fair share of the fleet budget at the last census.",
+    ),
+    (
+        names::FLEET_MEMBERS,
+        "Sidecars of the fleet seen at the last census.",
+    ),
+    (
+        names::FLEET_HUNGRY,
+        "Other sidecars with waiting clients below their fair share at the last census.",
+    ),
+    (
+        names::FLEET_WAIT,
+        "How long clients queued while the fleet budget had no room for this sidecar.",
+    ),
+    (
+        names::FLEET_CENSUSES,
+        "Fleet censuses by outcome (room, full, error).",
+    ),
+    (
+        names::FLEET_JOINS,
+        "Join attempts (each one connection beyond the budget for at most one login and one statement) by outcome.",
+    ),
+    (
+        names::FLEET_YIELDS,
+        "Server connections given back to other sidecars of the fleet, by reason.",
+    ),
+    (
+        names::FLEET_BLIND,
+        "1 while fleet coordination is impossible (the sidecar does not grow).",
+    ),
+    (
+        names::FLEET_BLIND_TOTAL,
+        "Times fleet coordination became impossible, by reason.",
+    ),
     (
         names::POOL_CONNECTIONS,
         "Server connections by state (idle, in_use, opening).",

@@ -200,6 +200,21 @@ impl ServerConn {
         &mut self,
         sql: &str,
     ) -> Result<(TransactionStatus, Vec<Option<String>>), BackendError> {
+        let (status, mut rows) = self.run_rows(sql, 1).await?;
+        Ok((status, rows.pop().unwrap_or_default()))
+    }
+
+    /// Like [`ServerConn::run`], also returning the text values of the first `max_rows` rows
+    /// of all its statements' results together, in order (the fleet census asks several
+    /// single-row statements in one round trip).
+    ///
+    /// # Errors
+    /// As [`ServerConn::run`].
+    pub async fn run_rows(
+        &mut self,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<(TransactionStatus, Vec<Vec<Option<String>>>), BackendError> {
         let addr = self.cancel.addr.to_string();
         let io = |e| BackendError::Io {
             addr: addr.clone(),
@@ -214,7 +229,7 @@ impl ServerConn {
             buf: BytesMut::new(),
             addr: &addr,
         };
-        let (mut failure, mut row) = (None, None);
+        let (mut failure, mut rows) = (None, Vec::new());
         loop {
             let msg = reader.next().await?;
             match msg[0] {
@@ -223,18 +238,18 @@ impl ServerConn {
                     self.params.insert(k, v);
                     self.synced = None;
                 }
-                be::tag::DATA_ROW if row.is_none() => {
+                be::tag::DATA_ROW if rows.len() < max_rows => {
                     let values = be::parse_data_row(&msg)?;
                     let text =
                         |v: Option<&[u8]>| v.map(|b| String::from_utf8_lossy(b).into_owned());
-                    row = Some(values.into_iter().map(text).collect());
+                    rows.push(values.into_iter().map(text).collect());
                 }
                 be::tag::ERROR_RESPONSE => failure = Some(BackendError::server(msg)?),
                 be::tag::READY_FOR_QUERY => {
                     let status = be::parse_ready_for_query(&msg)?;
                     return match failure {
                         Some(e) => Err(e),
-                        None => Ok((status, row.unwrap_or_default())),
+                        None => Ok((status, rows)),
                     };
                 }
                 _ => {}

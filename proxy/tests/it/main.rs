@@ -19,6 +19,7 @@ mod dashboards_prometheus;
 mod deploy_manifests;
 mod drivers_python;
 mod faults;
+mod fleet_budget;
 mod fleet_facts;
 mod hostile_clients;
 mod lifecycle;

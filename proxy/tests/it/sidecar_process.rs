@@ -2,114 +2,11 @@
 //! signals, in front of a real PostgreSQL under pgbench load. In-process tests (`lifecycle.rs`)
 //! cover the same logic in detail; these prove that the signals reach it.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::harness::*;
-use sidepool_loadtest::testbed::{PgAuth, PgServer, free_port};
-
-/// A `sidepool` child process with known ports and its log in a file.
-struct Sidecar {
-    child: tokio::process::Child,
-    config: PathBuf,
-    log: PathBuf,
-    admin: SocketAddr,
-    pool: SocketAddr,
-}
-
-impl Sidecar {
-    /// Starts `sidepool --config <dir>/sidepool.toml` and waits until `/readyz` answers 200.
-    async fn must_start(dir: &Path, pg: &PgServer, spec: &PoolSpec, extra: &str) -> Sidecar {
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let pool: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = dir.join("sidepool.toml");
-        let log = dir.join("sidepool.log");
-        write_config(&config, admin, pool, pg, spec, extra);
-        let sidecar = Sidecar {
-            child: tokio::process::Command::new(env!("CARGO_BIN_EXE_sidepool"))
-                .arg("--config")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("spawn the sidepool binary"),
-            config,
-            log,
-            admin,
-            pool,
-        };
-        must_eventually(
-            Duration::from_secs(20),
-            "sidepool's /readyz answers 200",
-            || {
-                let admin = sidecar.admin;
-                async move { ready_status(admin).await == Some(200) }
-            },
-        )
-        .await;
-        sidecar
-    }
-
-    /// Rewrites the config file with a new pool spec.
-    fn write_config(&self, pg: &PgServer, spec: &PoolSpec, extra: &str) {
-        write_config(&self.config, self.admin, self.pool, pg, spec, extra);
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("sidepool still running");
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {pid}");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn dsn(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname={DB} connect_timeout=10",
-            self.pool.port()
-        )
-    }
-}
-
-/// Writes a one-pool config in front of `pg` listening on `admin` and `pool`, by write and
-/// rename as an editor or a ConfigMap update does: never a half file.
-fn write_config(
-    path: &Path,
-    admin: SocketAddr,
-    pool: SocketAddr,
-    pg: &PgServer,
-    spec: &PoolSpec,
-    extra: &str,
-) {
-    let listen0 = "listen = \"127.0.0.1:0\"";
-    let text = config_text(&format!("{}:{}", pg.host(), pg.port()), spec)
-        .replacen(listen0, &format!("listen = \"{admin}\""), 1)
-        .replacen(listen0, &format!("listen = \"{pool}\""), 1);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{text}\n{extra}\n")).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// `/readyz`'s status, or `None` while nothing listens.
-async fn ready_status(admin: SocketAddr) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
-    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: sidepool\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    std::str::from_utf8(buf.get(9..12)?).ok()?.parse().ok()
-}
+use crate::support::sidecar::{Sidecar, ready_status};
+use sidepool_loadtest::testbed::PgAuth;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_lowering_max_open_from_10_to_3_under_pgbench_loses_no_client_and_caps_the_server() {

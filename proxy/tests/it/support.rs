@@ -6,3 +6,4 @@ pub mod harness;
 pub mod mysql;
 pub mod pki;
 pub mod python;
+pub mod sidecar;
