@@ -215,3 +215,113 @@ async fn a_busy_sidecar_next_to_four_idle_members_gets_all_they_leave_within_5_s
             .expect("idle members still serve");
     }
 }
+
+// ---- MariaDB ----
+
+mod mariadb {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use mysql_async::prelude::*;
+
+    use super::{BUDGET, SIDECARS};
+    use crate::support::mysql::{USER, config_text, must_start_mariadb, primary};
+    use crate::support::sidecar::Sidecar;
+
+    /// mysql_async clients per sidecar.
+    const CLIENTS: usize = 20;
+    const RUN: Duration = Duration::from_secs(8);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn five_sidecars_under_load_never_list_more_than_a_budget_of_12_in_the_processlist() {
+        let db = must_start_mariadb();
+        let limits = "max_open = 10\nmax_idle = 10\nwait_timeout = \"60s\"";
+        let text = format!(
+            "{}\n[pools.fleet]\nmax_open_total = {BUDGET}\n",
+            config_text(&primary(&db), "transaction", "password", limits)
+        );
+        let mut sidecars = Vec::new();
+        let mut dirs = Vec::new();
+        for _ in 0..SIDECARS {
+            let dir = tempfile::tempdir().unwrap();
+            sidecars.push(Sidecar::must_start_config(dir.path(), &text).await);
+            dirs.push(dir);
+        }
+        // The superuser's own session is not one of `app`'s.
+        let root = db.dsn(db.superuser(), db.superuser_password(), "mysql");
+        let mut sampler = mysql_async::Conn::from_url(root).await.expect("superuser");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut clients = Vec::new();
+        for s in &sidecars {
+            for _ in 0..CLIENTS {
+                let url = format!(
+                    // prefer_socket=false: mysql_async would otherwise ask for @@socket and
+                    // reconnect to the server's own socket, around sidepool.
+                    "mysql://{USER}:{}@127.0.0.1:{}/{}?prefer_socket=false",
+                    crate::support::mysql::PASSWORD,
+                    s.pool.port(),
+                    crate::support::mysql::DB
+                );
+                let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+                clients.push(tokio::spawn(async move {
+                    let mut conn = match mysql_async::Conn::from_url(url).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            eprintln!("login failed: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        match conn.query_drop("SELECT 1").await {
+                            Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                eprintln!("query failed: {e}");
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                    let _ = conn.disconnect().await;
+                }));
+            }
+        }
+        let peak = AtomicI64::new(0);
+        let mut samples = 0;
+        let end = tokio::time::Instant::now() + RUN;
+        while tokio::time::Instant::now() < end {
+            let n: i64 = sampler
+                .query_first(format!(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{USER}'"
+                ))
+                .await
+                .expect("sample the processlist")
+                .unwrap_or(0);
+            peak.fetch_max(n, Ordering::Relaxed);
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.await.expect("client task");
+        }
+        let peak = peak.load(Ordering::Relaxed);
+        let logs: Vec<String> = sidecars.iter().map(Sidecar::log).collect();
+        assert_eq!(
+            failed.load(Ordering::Relaxed),
+            0,
+            "clients failed; logs:\n{logs:#?}"
+        );
+        assert!(done.load(Ordering::Relaxed) > 1000, "the load ran");
+        assert!(samples >= 100, "only {samples} samples");
+        assert!(
+            peak <= BUDGET,
+            "the processlist listed {peak} of {USER}'s sessions, budget {BUDGET}; logs:\n{logs:#?}"
+        );
+        assert!(
+            peak >= BUDGET - 2,
+            "the fleet never came near its budget: peak {peak}"
+        );
+    }
+}

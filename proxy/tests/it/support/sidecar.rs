@@ -21,11 +21,18 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts `sidepool --config <dir>/sidepool.toml` and waits until `/readyz` answers 200.
     pub async fn must_start(dir: &Path, pg: &PgServer, spec: &PoolSpec, extra: &str) -> Sidecar {
+        let primary = format!("{}:{}", pg.host(), pg.port());
+        Self::must_start_config(dir, &format!("{}\n{extra}", config_text(&primary, spec))).await
+    }
+
+    /// Like [`Sidecar::must_start`] with a whole config `text` whose first two
+    /// `listen = "127.0.0.1:0"` (admin, then the pool) get free ports.
+    pub async fn must_start_config(dir: &Path, text: &str) -> Sidecar {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let pool: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.join("sidepool.toml");
         let log = dir.join("sidepool.log");
-        write_config(&config, admin, pool, pg, spec, extra);
+        write_text(&config, admin, pool, text);
         let sidecar = Sidecar {
             child: tokio::process::Command::new(env!("CARGO_BIN_EXE_sidepool"))
                 .arg("--config")
@@ -79,8 +86,7 @@ impl Sidecar {
     }
 }
 
-/// Writes a one-pool config in front of `pg` listening on `admin` and `pool`, by write and
-/// rename as an editor or a ConfigMap update does: never a half file.
+/// Writes a one-pool config in front of `pg` listening on `admin` and `pool`.
 fn write_config(
     path: &Path,
     admin: SocketAddr,
@@ -89,12 +95,19 @@ fn write_config(
     spec: &PoolSpec,
     extra: &str,
 ) {
+    let text = config_text(&format!("{}:{}", pg.host(), pg.port()), spec);
+    write_text(path, admin, pool, &format!("{text}\n{extra}\n"));
+}
+
+/// Writes `text` with its first two `listen = "127.0.0.1:0"` set to `admin` and `pool`, by
+/// write and rename as an editor or a ConfigMap update does: never a half file.
+fn write_text(path: &Path, admin: SocketAddr, pool: SocketAddr, text: &str) {
     let listen0 = "listen = \"127.0.0.1:0\"";
-    let text = config_text(&format!("{}:{}", pg.host(), pg.port()), spec)
+    let text = text
         .replacen(listen0, &format!("listen = \"{admin}\""), 1)
         .replacen(listen0, &format!("listen = \"{pool}\""), 1);
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{text}\n{extra}\n")).unwrap();
+    std::fs::write(&tmp, format!("{text}\n")).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
