@@ -260,6 +260,11 @@ pub fn pool_json(p: &AdminPool) -> serde_json::Value {
         "pins_total": s.pins_total.load(Relaxed),
         "backend_up": s.metrics.reachability(&st) != Reachability::Down,
         "backends": s.backends().iter().map(backend_json).collect::<Vec<_>>(),
+        "fleet": s.fleets.lock().iter().map(|f| {
+            let mut v = f.snapshot().json();
+            v["backend"] = json!(f.backend);
+            v
+        }).collect::<Vec<_>>(),
     })
 }
 

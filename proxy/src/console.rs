@@ -2,7 +2,7 @@
 //! database name `sidepool` gets a PgBouncer-style console instead of a server connection.
 //!
 //! This module is the protocol-blind part: the [`Hub`] every pool and the reload task share, and
-//! [`execute`], which answers every command: `SHOW POOLS|CLIENTS|SERVERS|STATS|LEAKS|CONFIG|HELP`,
+//! [`execute`], which answers every command: `SHOW POOLS|CLIENTS|SERVERS|STATS|LEAKS|FLEET|CONFIG|HELP`,
 //! `RELOAD`, `PAUSE [pool]`, `RESUME [pool]`, `KILL <client id | pool>`. Results are text rows
 //! ([`Reply`]) that psql renders as tables. The PostgreSQL wire side (simple query protocol
 //! only, what psql and PgBouncer's console users send) is `pg::console`. Logging in takes the
@@ -126,7 +126,7 @@ pub enum Reply {
     Error { code: &'static str, message: String },
 }
 
-const HELP: &str = "SHOW POOLS | CLIENTS | SERVERS | STATS | LEAKS | CONFIG | HELP; RELOAD; \
+const HELP: &str = "SHOW POOLS | CLIENTS | SERVERS | STATS | LEAKS | FLEET | CONFIG | HELP; RELOAD; \
                     PAUSE [pool]; RESUME [pool]; KILL <client id | pool>";
 
 /// Runs one console command.
@@ -147,6 +147,7 @@ pub async fn execute(hub: &Hub, sql: &str) -> Reply {
             "SERVERS" => show_servers(hub),
             "STATS" => show_stats(hub),
             "LEAKS" => show_leaks(hub),
+            "FLEET" => show_fleet(hub),
             "CONFIG" => show_config(hub),
             "HELP" => help(),
             _ => unknown(sql),
@@ -216,6 +217,21 @@ fn rows(columns: Vec<(&'static str, ColumnType)>, rows: Vec<Vec<Option<String>>>
         columns,
         rows,
     }
+}
+
+/// `SHOW FLEET`: one row per backend of each pool with `[pools.fleet]`.
+fn show_fleet(hub: &Hub) -> Reply {
+    let mut columns = vec![("pool", ColumnType::Text), ("backend", ColumnType::Text)];
+    columns.extend(crate::fleet::state::COLUMNS.map(|c| (c, ColumnType::Text)));
+    let mut data = Vec::new();
+    for s in hub.services() {
+        for f in s.core().fleets.lock().iter() {
+            let mut row = vec![text(&*f.pool), text(&f.backend)];
+            row.extend(f.snapshot().values());
+            data.push(row);
+        }
+    }
+    rows(columns, data)
 }
 
 fn show_pools(hub: &Hub) -> Reply {

@@ -53,3 +53,59 @@ impl FleetState {
         snap
     }
 }
+
+/// The columns of `SHOW FLEET` (also the keys of `"fleet"` in `/pools`), after `pool` and
+/// `backend`.
+pub const COLUMNS: [&str; 12] = [
+    "state",
+    "reason",
+    "budget",
+    "used",
+    "reservations",
+    "members",
+    "hungry",
+    "fair_share",
+    "mine",
+    "waiting_for_budget",
+    "last_census_age",
+    "member_id",
+];
+
+impl Snapshot {
+    /// The values of [`COLUMNS`], as text (`None` = NULL).
+    pub fn values(&self) -> [Option<String>; 12] {
+        let n = |v: u32| Some(v.to_string());
+        [
+            Some(self.state.to_owned()),
+            Some(self.reason.clone()),
+            n(self.budget),
+            n(self.used),
+            n(self.reservations),
+            n(self.members),
+            n(self.hungry),
+            n(self.fair_share),
+            n(self.mine),
+            n(self.waiting_for_budget),
+            self.last_census_age.map(|s| format!("{s:.3}")),
+            n(self.member_id),
+        ]
+    }
+
+    /// The `/pools` form: [`COLUMNS`] as keys, numbers as numbers.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "state": self.state,
+            "reason": self.reason,
+            "budget": self.budget,
+            "used": self.used,
+            "reservations": self.reservations,
+            "members": self.members,
+            "hungry": self.hungry,
+            "fair_share": self.fair_share,
+            "mine": self.mine,
+            "waiting_for_budget": self.waiting_for_budget,
+            "last_census_age_seconds": self.last_census_age,
+            "member_id": self.member_id,
+        })
+    }
+}

@@ -205,6 +205,37 @@ async fn a_busy_sidecar_next_to_four_idle_members_gets_all_they_leave_within_5_s
         took <= Duration::from_secs(5),
         "took {took:?} (pgbench start included)"
     );
+    // The console and /pools say the same.
+    let console = must_connect(
+        &busy
+            .dsn()
+            .replace(&format!("dbname={DB}"), "dbname=sidepool"),
+    )
+    .await;
+    let shown = console
+        .simple_query("SHOW FLEET")
+        .await
+        .expect("SHOW FLEET");
+    let row = shown
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("a SHOW FLEET row");
+    assert_eq!(row.get("budget"), Some("12"));
+    assert_eq!(
+        row.get("members"),
+        Some("5"),
+        "four idle members and the busy one"
+    );
+    let mine: u32 = row.get("mine").unwrap().parse().unwrap();
+    assert!(mine >= 8, "SHOW FLEET mine = {mine}");
+    let pools = http_get(busy.admin, "/pools").await.expect("/pools");
+    assert!(
+        pools.contains("\"fleet\":[{") && pools.contains("\"budget\":12"),
+        "{pools}"
+    );
     assert!(sampler.peak_now() <= BUDGET);
     must_succeed(bench, "busy sidecar", busy).await;
     let (peak, _) = sampler.finish().await;
